@@ -1,0 +1,106 @@
+"""`DefectSynthesizer`: the `nn.Module` that samples parameters and applies them in one call."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import SynthConfig
+from .functional import apply
+from .params import sample_params
+from .raster import compositing_box
+
+__all__ = ["DefectSynthesizer", "SynthOutput", "check_images"]
+
+
+class SynthOutput(NamedTuple):
+    """A pretext batch: ``images`` (B, C, H, W) like the input, ``labels`` (B,) int64,
+    ``masks`` (B, 1, H, W) bool (the replaced pixels), ``params`` (dict of per-sample tensors)."""
+
+    images: Tensor
+    labels: Tensor
+    masks: Tensor
+    params: dict[str, Tensor]
+
+
+class DefectSynthesizer(nn.Module):
+    """Turns a batch of normal images into the 3-class pretext batch, on the batch's device.
+
+    Example::
+
+        synth = DefectSynthesizer(SynthConfig())
+        out = synth(images)                  # images (B, 3, H, W) uint8 on the GPU
+        loss = F.cross_entropy(model(normalise(out.images)), out.labels)
+    """
+
+    def __init__(self, config: SynthConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SynthConfig()
+
+    def forward(
+        self,
+        images: Tensor,
+        object_masks: Tensor | None = None,
+        source_images: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SynthOutput:
+        """Args: ``images`` (B, C, H, W) uint8 or float in [0, 1], C in {1, 3};
+        ``object_masks`` (B or 1, 1, H, W) bool where defect centres may go;
+        ``source_images`` like ``images``, where cut-paste takes its patch (default: the images);
+        ``generator`` on the images' device, for reproducible batches."""
+        check_images(images, self.config, object_masks, source_images)
+        params = sample_params(
+            images.shape, self.config, device=images.device, object_masks=object_masks, generator=generator
+        )
+        out, masks = apply(images, params, self.config, source_images)
+        return SynthOutput(out, params["labels"], masks, params)
+
+    def extra_repr(self) -> str:
+        return repr(self.config)
+
+
+def check_images(
+    images: Tensor,
+    config: SynthConfig,
+    object_masks: Tensor | None = None,
+    source_images: Tensor | None = None,
+) -> None:
+    """Raise ValueError naming what is wrong with the synthesizer's inputs (shape checks are free;
+    the [0, 1] check of float values reads one flag back and is skipped with ``check_values=False``)."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W); got {images.dim()} dimensions {tuple(images.shape)}.")
+    batch, channels, height, width = images.shape
+    if batch == 0:
+        raise ValueError("images is an empty batch (B = 0); pass at least one image.")
+    if channels not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels (dim 1); got C = {channels} in {tuple(images.shape)}.")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1]; got {images.dtype}.")
+    compositing_box(config, height, width)  # raises when the images are too small
+    if images.is_floating_point() and config.check_values and not bool(((images >= 0) & (images <= 1)).all()):
+        raise ValueError(
+            "float images must lie in [0, 1] (and hold no NaN); divide uint8 data by 255 or pass it as uint8."
+        )
+    if object_masks is not None:
+        if object_masks.dim() != 4 or object_masks.shape[1] != 1 or object_masks.shape[0] not in (1, batch) \
+                or object_masks.shape[2:] != images.shape[2:]:
+            raise ValueError(
+                f"object_masks must be ({batch} or 1, 1, {height}, {width}) to match images; "
+                f"got {tuple(object_masks.shape)}."
+            )
+        if object_masks.dtype != torch.bool:
+            raise ValueError(f"object_masks must be bool; got {object_masks.dtype} (use `mask > 0`).")
+        if object_masks.device != images.device:
+            raise ValueError(f"object_masks are on {object_masks.device} but images on {images.device}.")
+    if source_images is not None:
+        if source_images.shape != images.shape or source_images.dtype != images.dtype:
+            raise ValueError(
+                f"source_images must match images: {tuple(images.shape)} {images.dtype}; "
+                f"got {tuple(source_images.shape)} {source_images.dtype}."
+            )
+        if source_images.device != images.device:
+            raise ValueError(f"source_images are on {source_images.device} but images on {images.device}.")
