@@ -37,12 +37,16 @@ def apply(
     box_h, box_w = compositing_box(config, height, width)
     is_uint8 = images.dtype == torch.uint8
     work_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    # uint8 works in [0, 255] and folds the rounding offset into the bias: the final cast truncates.
+    # uint8 works in [0.5, 255.5]: the rounding offset is folded into the bias, the final cast truncates.
     scale, offset = (255.0, 0.5) if is_uint8 else (1.0, 0.0)
 
     matrix, bias = colour_matrix(params, channels)
     matrix, bias = matrix.to(work_dtype), (bias * scale + offset).to(work_dtype)
-    out = apply_colour(images.reshape(batch, channels, -1).to(work_dtype), matrix, bias)  # (B, C, H*W)
+
+    def jitter(pixels: Tensor) -> Tensor:
+        return apply_colour(pixels.to(work_dtype), matrix, bias).clamp_(offset, scale + offset)
+
+    out = jitter(images.reshape(batch, channels, -1))  # (B, C, H*W)
 
     origins = box_origins(params["vertices"], box_h, box_w, height, width)
     inside = rasterize(params["vertices"], params["num_vertices"], origins, box_h, box_w).reshape(batch, 1, -1)
@@ -52,8 +56,7 @@ def apply(
     if source_images is None:
         patch = out.gather(2, where_from)
     else:
-        raw = source_images.reshape(batch, channels, -1).to(work_dtype).gather(2, where_from)
-        patch = apply_colour(raw, matrix, bias)
+        patch = jitter(source_images.reshape(batch, channels, -1).gather(2, where_from))
     average = (patch * inside).sum(dim=2, keepdim=True) / inside.sum(dim=2, keepdim=True).clamp_min(1)
     flat = (params["flat_colour"].to(work_dtype) * scale + offset)[..., None]
     mode = params["fill_mode"][:, None, None]
@@ -62,5 +65,5 @@ def apply(
     out.scatter_(2, where_to, torch.where(inside, fill, out.gather(2, where_to)))
     masks = torch.zeros(batch, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(1, where_to[:, 0], inside[:, 0])
-    out = out.clamp_(0.0, scale).reshape(batch, channels, height, width).to(images.dtype)
+    out = out.reshape(batch, channels, height, width).to(images.dtype)
     return out, masks.reshape(batch, 1, height, width)
