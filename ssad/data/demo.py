@@ -1,0 +1,273 @@
+"""A small procedural dataset in MVTec AD layout, made offline in seconds, for first runs and tests.
+
+`make_demo_dataset(root)` writes three categories, each with `train/good`, `test/good`, defective
+test folders and `ground_truth` masks, plus a `category.json` that tells the reader its kind:
+
+| category       | kind            | scene                                                   | defects                |
+|----------------|-----------------|---------------------------------------------------------|------------------------|
+| `demo_object`  | still object    | a shaded disc on a plain background, position jittered   | crack, stain, missing  |
+| `demo_moving`  | moving object   | a screw-like rod with a head, any rotation and position  | crack, stain, missing  |
+| `demo_texture` | texture         | wood-like grain warped by smooth noise                   | crack, stain, hole     |
+
+The defects are deliberately unlike what the synthesizer pastes (polygons and rectangles): cracks are
+random walks, stains are noise-shaped blobs, holes have wobbly outlines, missing parts are bites out
+of the object's outline. Everything comes from one `numpy.random.Generator` per category and PNGs are
+written with fixed parameters, so the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ssad.data.categories import CATEGORY_FILE, CategoryInfo
+
+__all__ = ["DEMO_CATEGORIES", "make_demo_dataset"]
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """A rendered image `(S, S, 3) float32` in [0, 1], its object `(S, S) bool`, what lies behind it."""
+
+    image: np.ndarray
+    obj: np.ndarray
+    background: np.ndarray
+
+
+Renderer = Callable[[np.random.Generator, int], _Scene]
+Defect = Callable[[np.random.Generator, _Scene], tuple[np.ndarray, np.ndarray]]
+
+
+def make_demo_dataset(
+    root: str | os.PathLike[str],
+    seed: int = 0,
+    image_size: int = 256,
+    n_train: int = 60,
+    n_test: int = 8,
+    categories: Sequence[str] = ("demo_object", "demo_moving", "demo_texture"),
+) -> list[Path]:
+    """Write the demo `categories` under `root` and return their folders.
+
+    `n_train` training images per category; `n_test` test images in `test/good` and in each defect
+    folder. A category folder that exists is replaced; each is written to a temporary folder first,
+    so an interrupted call leaves no half-written category.
+    """
+    unknown = sorted(set(categories) - set(DEMO_CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown demo categories {unknown}; choose from {sorted(DEMO_CATEGORIES)}")
+    if image_size < 32 or n_train < 1 or n_test < 1:
+        raise ValueError(f"need image_size >= 32, n_train >= 1, n_test >= 1; got {image_size}, {n_train}, {n_test}")
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return [_write_category(root, name, seed, image_size, n_train, n_test) for name in categories]
+
+
+def _write_category(root: Path, name: str, seed: int, size: int, n_train: int, n_test: int) -> Path:
+    info, render, defects = DEMO_CATEGORIES[name]
+    rng = np.random.default_rng([seed, sorted(DEMO_CATEGORIES).index(name)])
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".writing", dir=root))
+    try:
+        meta = {"kind": info.kind, "moves": info.moves} if info.kind == "object" else {"kind": info.kind}
+        (staging / CATEGORY_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        for i in range(n_train):
+            _save(staging / "train" / "good" / f"{i:03d}.png", _finish(rng, render(rng, size).image))
+        for i in range(n_test):
+            _save(staging / "test" / "good" / f"{i:03d}.png", _finish(rng, render(rng, size).image))
+        for defect_name, defect in defects.items():
+            for i in range(n_test):
+                image, mask = defect(rng, render(rng, size))
+                _save(staging / "test" / defect_name / f"{i:03d}.png", _finish(rng, image))
+                _save(staging / "ground_truth" / defect_name / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
+        staging.chmod(0o755)
+        target = root / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as PNG with fixed settings (no metadata, fixed compression)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+
+
+def _finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Add faint sensor noise and quantise: `(S, S, 3) float` in [0, 1] -> `(S, S, 3) uint8`."""
+    noisy = image + rng.normal(0.0, 0.01, image.shape)
+    return np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8)
+
+
+# --- smooth randomness ---------------------------------------------------------------------------
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """`(S, S)` value noise in [0, 1]: a `cells x cells` random grid smoothly interpolated."""
+    u = np.linspace(0, cells - 1, size)
+    i = np.minimum(u.astype(int), cells - 2)
+    t = u - i
+    t = t * t * (3 - 2 * t)
+    weights = np.zeros((size, cells))
+    weights[np.arange(size), i] = 1 - t
+    weights[np.arange(size), i + 1] = t
+    return weights @ rng.random((cells, cells)) @ weights.T
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates `(y, x)`, each `(S, S)` in [0, 1]."""
+    ramp = (np.arange(size) + 0.5) / size
+    return np.meshgrid(ramp, ramp, indexing="ij")
+
+
+def _coverage(distance: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased coverage in [0, 1] of a shape from its signed distance (image units, < 0 inside)."""
+    return np.clip(0.5 - distance * size, 0.0, 1.0)
+
+
+def _pick(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float]:
+    """A uniformly random pixel of `region` `(S, S) bool`, as `(y, x)` in image units."""
+    flat = np.flatnonzero(region)
+    index = flat[rng.integers(len(flat))]
+    size = region.shape[0]
+    return (index // size + 0.5) / size, (index % size + 0.5) / size
+
+
+# --- scenes -----------------------------------------------------------------------------------------
+
+
+def _plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    level = 0.82 + 0.04 * rng.random() + 0.03 * _smooth_noise(rng, size, 3)
+    return np.repeat(level[..., None], 3, axis=2)
+
+
+def _composite(rng: np.random.Generator, size: int, distance: np.ndarray, surface: np.ndarray) -> _Scene:
+    background = _plain_background(rng, size)
+    alpha = _coverage(distance, size)[..., None]
+    image = background * (1 - alpha) + surface * alpha
+    return _Scene(image.astype(np.float32), alpha[..., 0] > 0.5, background)
+
+
+def _disc(rng: np.random.Generator, size: int) -> _Scene:
+    """A bronze disc with an inner ring, its centre jittered by up to 4% of the image."""
+    y, x = _grid(size)
+    cy, cx = 0.5 + 0.04 * (rng.random(2) * 2 - 1)
+    r = np.hypot(y - cy, x - cx)
+    shade = 0.85 + 0.15 * (1 - r / 0.3) + 0.06 * _smooth_noise(rng, size, 6)
+    ring = np.exp(-(((r - 0.17) * size / 3.0) ** 2)) * 0.35
+    surface = np.array([0.78, 0.56, 0.30]) * (shade - ring)[..., None]
+    return _composite(rng, size, r - 0.3, np.clip(surface, 0, 1))
+
+
+def _rod(rng: np.random.Generator, size: int) -> _Scene:
+    """A threaded rod with a round head, at a random angle and position."""
+    y, x = _grid(size)
+    cy, cx = 0.5 + 0.08 * (rng.random(2) * 2 - 1)
+    angle = 2 * math.pi * rng.random()
+    u = (x - cx) * math.cos(angle) + (y - cy) * math.sin(angle)
+    v = -(x - cx) * math.sin(angle) + (y - cy) * math.cos(angle)
+    half_length, radius = 0.26, 0.06
+    shaft = np.hypot(np.maximum(np.abs(u) - half_length, 0), v) - radius
+    head = np.hypot(u + half_length, v) - 1.7 * radius
+    thread = np.where(u > -half_length + 2 * radius, 0.12 * np.sin(2 * math.pi * u * 28), 0.0)
+    shade = 0.75 + 0.2 * np.cos(np.clip(v / (1.7 * radius), -1, 1) * math.pi / 2) - thread
+    surface = np.array([0.55, 0.58, 0.62]) * shade[..., None]
+    return _composite(rng, size, np.minimum(shaft, head), np.clip(surface, 0, 1))
+
+
+def _grain(rng: np.random.Generator, size: int) -> _Scene:
+    """Wood-like grain: stripes warped by smooth noise, between two browns."""
+    y, x = _grid(size)
+    warp = _smooth_noise(rng, size, 5)
+    t = 0.5 + 0.5 * np.sin(2 * math.pi * (14 * y + 2.5 * warp + 0.3 * x) + 2 * math.pi * rng.random())
+    t = t**2 * 0.8 + 0.2 * _smooth_noise(rng, size, 24)
+    image = np.array([0.72, 0.52, 0.32]) * (1 - t[..., None]) + np.array([0.50, 0.32, 0.17]) * t[..., None]
+    image = image.astype(np.float32)
+    return _Scene(image, np.ones((size, size), dtype=bool), image)
+
+
+# --- defects: each returns (image, mask), mask (S, S) bool non-empty and inside the object ------------
+
+
+def _crack(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A dark random-walk crack starting on the object."""
+    size = scene.obj.shape[0]
+    y, x = _pick(rng, scene.obj)
+    heading = 2 * math.pi * rng.random()
+    points = [(x * size, y * size)]
+    for _ in range(int(rng.integers(12, 24))):
+        heading += rng.normal(0.0, 0.5)
+        step = size / 48 * (0.5 + rng.random())
+        px, py = points[-1][0] + step * math.cos(heading), points[-1][1] + step * math.sin(heading)
+        if not (0 <= px < size and 0 <= py < size and scene.obj[int(py), int(px)]):
+            heading += math.pi  # the walk would leave the object: turn back
+            continue
+        points.append((px, py))
+    canvas = Image.new("L", (size, size))
+    ImageDraw.Draw(canvas).line(points, fill=255, width=max(2, size // 96), joint="curve")
+    canvas.putpixel((int(points[0][0]), int(points[0][1])), 255)  # non-empty even if every step turned back
+    mask = (np.asarray(canvas) > 0) & scene.obj
+    image = np.where(mask[..., None], scene.image * 0.35, scene.image)
+    return image, mask
+
+
+def _stain(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A noise-shaped stain of a random colour, centred on the object."""
+    size = scene.obj.shape[0]
+    cy, cx = _pick(rng, scene.obj)
+    y, x = _grid(size)
+    radius = 0.05 + 0.05 * rng.random()
+    envelope = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * radius**2))
+    field = envelope * (0.5 + 0.5 * _smooth_noise(rng, size, 12))
+    mask = (field > 0.35) & scene.obj
+    colour = rng.random(3) * 0.6
+    strength = np.clip((field - 0.35) * 6, 0.3, 0.8)[..., None]
+    image = np.where(mask[..., None], scene.image * (1 - strength) + colour * strength, scene.image)
+    return image, mask
+
+
+def _hole(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A dark hole with a wobbly outline and a light rim."""
+    size = scene.obj.shape[0]
+    cy, cx = _pick(rng, scene.obj)
+    y, x = _grid(size)
+    theta = np.arctan2(y - cy, x - cx)
+    wobble = sum(0.15 * rng.random() * np.sin(k * theta + 2 * math.pi * rng.random()) for k in (2, 3, 5))
+    distance = np.hypot(y - cy, x - cx) - (0.03 + 0.04 * rng.random()) * (1 + wobble)
+    inside = _coverage(distance, size)[..., None]
+    rim = np.exp(-((distance * size / 2.0) ** 2))[..., None] * 0.25
+    image = np.clip(scene.image * (1 - inside) + 0.06 * inside + rim, 0, 1)
+    return image, (_coverage(distance - 1.5 / size, size) > 0) & scene.obj
+
+
+def _missing(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A bite out of the object's outline, showing the background."""
+    size = scene.obj.shape[0]
+    edge = scene.obj & ~np.roll(scene.obj, int(rng.choice([-3, 3])), axis=int(rng.integers(2)))
+    cy, cx = _pick(rng, edge if edge.any() else scene.obj)
+    y, x = _grid(size)
+    theta = np.arctan2(y - cy, x - cx)
+    radius = (0.05 + 0.04 * rng.random()) * (1 + 0.2 * np.sin(3 * theta + 2 * math.pi * rng.random()))
+    mask = (np.hypot(y - cy, x - cx) < radius) & scene.obj
+    return np.where(mask[..., None], scene.background, scene.image), mask
+
+
+DEMO_CATEGORIES: dict[str, tuple[CategoryInfo, Renderer, dict[str, Defect]]] = {
+    "demo_moving": (CategoryInfo("demo_moving", "object", moves=True), _rod,
+                    {"crack": _crack, "stain": _stain, "missing": _missing}),
+    "demo_object": (CategoryInfo("demo_object", "object"), _disc,
+                    {"crack": _crack, "stain": _stain, "missing": _missing}),
+    "demo_texture": (CategoryInfo("demo_texture", "texture"), _grain,
+                     {"crack": _crack, "stain": _stain, "hole": _hole}),
+}
+"""Demo category name -> (kind, scene renderer, {defect type: defect painter})."""
