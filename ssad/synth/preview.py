@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from ssad.atomic import atomic_write
 
 from .config import FILL_MODES
 from .module import DefectSynthesizer
@@ -57,17 +58,8 @@ def render_grid(images: Tensor, labels: Tensor, masks: Tensor, params: dict[str,
 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> None:
-    """Write ``picture`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``picture`` to ``path`` as PNG, atomically."""
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def _load_images(folder: Path, count: int, size: int, rng: np.random.Generator) -> Tensor:
