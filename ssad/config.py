@@ -1,0 +1,132 @@
+"""Run configuration: plain dataclasses, filled from TOML files and command-line overrides.
+
+    config = load_config(["configs/default.toml"], overrides=["train.steps=200", "data.image_size=128"])
+
+Later files and overrides win. Every key is checked: an unknown section or key is an error that
+names it and lists the known ones.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ssad.synth import SynthConfig
+
+__all__ = ["DataConfig", "TrainConfig", "RunConfig", "load_config", "parse_override"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    category: str = "bottle"
+    image_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.image_size < 64:
+            raise ValueError(f"data.image_size={self.image_size}: use 64 pixels or more.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Pretext training; defaults after CutPaste (SGD, cosine decay, batch 96)."""
+
+    steps: int = 16384
+    batch_size: int = 96
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    #: The seed's two stages: train the head with the backbone frozen for this many steps first.
+    freeze_backbone_steps: int = 0
+    #: "auto", "imagenet", "scratch" or a path to a state dict.
+    init: str = "auto"
+    #: Light geometric augmentation of the normal images before synthesis.
+    max_shift: float = 0.03
+    flip: bool = False
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    channels_last: bool = True
+    compile: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1.")
+        if not 0 <= self.freeze_backbone_steps < self.steps:
+            raise ValueError(f"train.freeze_backbone_steps={self.freeze_backbone_steps}: must be in [0, steps).")
+        if not 0 <= self.max_shift < 0.5:
+            raise ValueError(f"train.max_shift={self.max_shift}: a fraction of the image side in [0, 0.5).")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr}: must be > 0.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        sections = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
+        built = {}
+        for name, section in values.items():
+            kind = {"data": DataConfig, "train": TrainConfig, "synth": SynthConfig}[name]
+            built[name] = kind.from_dict(section) if kind is SynthConfig else _build(kind, name, section)
+        return cls(**built)
+
+
+def _build(kind: type, section: str, values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {[f'{section}.{k}' for k in unknown]}; known: {sorted(known)}")
+    return kind(**values)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> (section, key, value); the value is read as TOML, else as a string."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ValueError(f"override {text!r}: write section.key=value, e.g. train.steps=200")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> RunConfig:
+    """Merge TOML files (in order) and ``section.key=value`` overrides over the defaults."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file {path} is not valid TOML: {error}") from error
+        for section, table in values.items():
+            if not isinstance(table, dict):
+                raise ValueError(f"{path}: top-level key {section!r} must be a [section]")
+            merged.setdefault(section, {}).update(table)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        merged.setdefault(section, {})[key] = value
+    return RunConfig.from_dict(merged)
+
+
+def with_overrides(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with some fields of some sections replaced."""
+    return replace(config, **{name: replace(getattr(config, name), **values) for name, values in sections.items()})

@@ -1,0 +1,109 @@
+"""The pretext classifier: torchvision ResNet-18 backbone, MLP projection head, linear classifier."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+__all__ = ["PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "normalise"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INITS = ("auto", "imagenet", "scratch")
+
+
+def normalise(images: Tensor) -> Tensor:
+    """ImageNet normalisation of (B, 3, H, W) float images in [0, 1] (uint8 is scaled first)."""
+    images = images.float() / 255 if images.dtype == torch.uint8 else images
+    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = images.new_tensor(IMAGENET_STD)[:, None, None]
+    return (images - mean) / std
+
+
+class PretextModel(nn.Module):
+    """ResNet-18 features -> projection head -> ``num_classes`` logits.
+
+    ``forward`` takes normalised (B, 3, H, W) float images and returns logits (B, num_classes);
+    ``embed`` returns the pooled backbone features (B, 512) used for scoring; ``feature_maps``
+    the intermediate maps used for localization.
+    """
+
+    feature_dim = 512
+
+    def __init__(self, num_classes: int = 3, head_dim: int = 128) -> None:
+        super().__init__()
+        resnet = torchvision.models.resnet18(weights=None)
+        resnet.fc = nn.Identity()
+        self.backbone = resnet
+        self.head = nn.Sequential(
+            nn.Linear(self.feature_dim, self.feature_dim),
+            nn.BatchNorm1d(self.feature_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(self.feature_dim, head_dim),
+        )
+        self.classifier = nn.Linear(head_dim, num_classes)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, 512) pooled features of normalised images."""
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier(self.head(self.embed(images)))
+
+    def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
+        """Intermediate maps of normalised images: ``layer2`` (B, 128, H/8, W/8), ``layer3``
+        (B, 256, H/16, W/16), ``layer4`` (B, 512, H/32, W/32)."""
+        r = self.backbone
+        x = r.maxpool(r.relu(r.bn1(r.conv1(images))))
+        layer2 = r.layer2(r.layer1(x))
+        layer3 = r.layer3(layer2)
+        return {"layer2": layer2, "layer3": layer3, "layer4": r.layer4(layer3)}
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+
+def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tuple[PretextModel, str]:
+    """Build the pretext model and initialise it; returns ``(model, what_was_used)``.
+
+    ``init``: ``"imagenet"`` (torchvision's ResNet-18 ImageNet weights, cached or downloaded;
+    an error if neither works), ``"scratch"`` (random), ``"auto"`` (ImageNet when the weights
+    can be had, else scratch with a warning), or a path to a state dict saved from a
+    `PretextModel` (or a checkpoint holding one under ``"model"``). The second return value says
+    which one was used: ``"imagenet"``, ``"scratch"`` or ``"file:<path>"``.
+    """
+    model = PretextModel(num_classes)
+    if str(init) == "scratch":
+        return model, "scratch"
+    if str(init) in ("imagenet", "auto"):
+        try:
+            weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        except Exception as error:  # no network, no cache: any failure of the fetch means "not available"
+            if init == "imagenet":
+                raise RuntimeError(
+                    f"ImageNet weights for ResNet-18 could not be loaded ({error}); put them in the torch hub "
+                    f"cache ({torch.hub.get_dir()}/checkpoints) or use --init scratch."
+                ) from error
+            warnings.warn(
+                f"ImageNet weights unavailable ({type(error).__name__}); training ResNet-18 from scratch.",
+                stacklevel=2,
+            )
+            return model, "scratch"
+        weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+        model.backbone.load_state_dict(weights)
+        return model, "imagenet"
+    path = Path(init)
+    if not path.is_file():
+        raise ValueError(f"init={str(init)!r}: use one of {INITS} or the path of a saved state dict (file not found).")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not hold a PretextModel with {num_classes} classes: {error}") from error
+    return model, f"file:{path}"

@@ -1,0 +1,206 @@
+"""``python -m ssad.run``: the whole job for one category, into one run folder.
+
+    python -m ssad.run --category bottle --data-root ../shared/data/mvtec --config configs/cpu.toml
+    python -m ssad.run --demo                      # offline, on procedural demo data
+
+Each run writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
+config), ``meta.json`` (versions, seed, device, initialisation, notes), ``train_log.jsonl``,
+``checkpoint.pt`` and ``synthetic_samples.png``. A run folder is never overwritten; ``--resume``
+continues the run in ``--out`` (or the newest run of the category).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ssad
+from ssad.atomic import atomic_write
+from ssad.config import RunConfig, load_config
+from ssad.data import (
+    DEMO_CATEGORIES,
+    CategoryData,
+    default_cache_dir,
+    download_category,
+    load_category,
+    make_demo_dataset,
+    resolve_data_root,
+)
+from ssad.synth import DefectSynthesizer
+from ssad.synth.preview import render_grid, save_png
+from ssad.train import init_distributed, train
+
+__all__ = ["main", "build_parser", "resolve_run_config", "RunNotes"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssad.run", description=__doc__.splitlines()[0].strip("`: "))
+    p.add_argument("--category", help="MVTec AD category, a custom folder name under the data root, or 'all'")
+    p.add_argument("--data-root", help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
+    p.add_argument("--config", action="append", default=[], metavar="TOML", help="config file(s), later ones win")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting")
+    p.add_argument("--steps", type=int, help="pretext training steps (train.steps)")
+    p.add_argument("--image-size", type=int, help="square image side (data.image_size)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<category>/<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the newest run of the category)")
+    p.add_argument("--download", action="store_true", help="fetch the category from the official MVTec AD archive if missing")
+    p.add_argument("--demo", action="store_true", help="use the built-in procedural demo data (offline)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def resolve_run_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults < --config files < --set overrides < the dedicated flags."""
+    overrides = list(args.set)
+    for flag, key in (("steps", "train.steps"), ("image_size", "data.image_size"), ("seed", "train.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if args.category is not None:
+        overrides.append(f"data.category={json.dumps(args.category)}")
+    elif args.demo:
+        overrides.append(f"data.category={json.dumps("demo_object")}")
+    return load_config(args.config, overrides)
+
+
+@dataclass
+class RunNotes:
+    """What a run could not do, said once and recorded in ``meta.json``."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.lines:
+            self.lines.append(text)
+            print(f"note: {text}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = resolve_run_config(args)
+    device = torch.device(args.device) if args.device else init_distributed()
+    notes = RunNotes()
+    if device.type == "cpu" and not args.device:
+        notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
+
+    root = _data_root(args, config)
+    categories = _categories(root, config.data.category, args.demo)
+    for category in categories:
+        run_one(args, config if len(categories) == 1 else _with_category(config, category), root, device, notes)
+    return 0
+
+
+def run_one(args: argparse.Namespace, config: RunConfig, root: Path, device: torch.device, notes: RunNotes) -> Path:
+    category = config.data.category
+    run_dir = _run_dir(args, category)
+    if args.download and not (root / category).is_dir():
+        download_category(root, category)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_category(root, category, image_size=config.data.image_size, device=device)
+        for warning in caught:
+            notes.add(str(warning.message))
+    if data.source_kind == "procedural":
+        notes.add("no other categories under the data root: texture defects are cut from procedural sources.")
+
+    meta = {
+        "category": category,
+        "data_root": str(root),
+        "device": str(device),
+        "seed": config.train.seed,
+        "versions": _versions(),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+    if not args.resume:
+        _write_json(run_dir / "config.json", config.to_dict())
+        _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config, data, run_dir, resume=args.resume, progress=not args.no_progress)
+        for warning in caught:
+            notes.add(str(warning.message))
+    meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log, notes=notes.lines)
+    _write_json(run_dir / "meta.json", meta)
+    print(f"{category}: trained {result.steps} steps ({result.init_used} init), run folder {run_dir}")
+    return run_dir
+
+
+def _data_root(args: argparse.Namespace, config: RunConfig) -> Path:
+    if args.demo:
+        root = default_cache_dir() / "demo"
+        if not all((root / name).is_dir() for name in DEMO_CATEGORIES):
+            make_demo_dataset(root)
+        return root
+    return resolve_data_root(args.data_root)
+
+
+def _categories(root: Path, category: str, demo: bool) -> list[str]:
+    if category != "all":
+        return [category]
+    if demo:
+        return list(DEMO_CATEGORIES)
+    found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
+    if not found:
+        raise SystemExit(f"--category all: no category (a folder with train/good) under {root}")
+    return found
+
+
+def _with_category(config: RunConfig, category: str) -> RunConfig:
+    return RunConfig.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "category": category}})
+
+
+def _run_dir(args: argparse.Namespace, category: str) -> Path:
+    base = Path("runs") / category
+    if args.resume:
+        if args.out is not None:
+            return args.out
+        runs = sorted(p for p in base.glob("*") if (p / "checkpoint.pt").is_file()) if base.is_dir() else []
+        if not runs:
+            raise SystemExit(f"--resume: no run with a checkpoint under {base}; pass --out RUN_FOLDER")
+        return runs[-1]
+    run_dir = args.out or base / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SystemExit(f"run folder {run_dir} exists already and is never overwritten; choose another --out or add --resume.")
+    return run_dir
+
+
+def _save_synthetic_samples(config: RunConfig, data: CategoryData, path: Path, count: int = 16) -> None:
+    generator = torch.Generator(data.train.device).manual_seed(config.train.seed)
+    idx = torch.randint(len(data.train), (count,), generator=generator, device=data.train.device)
+    sources = None if data.source_images is None else data.source_images[idx % len(data.source_images)]
+    masks = data.object_masks[idx] if data.moves else data.object_masks
+    out = DefectSynthesizer(config.synth)(data.train[idx], masks, sources, generator)
+    save_png(render_grid(out.images, out.labels, out.masks, out.params), path)
+
+
+def _versions() -> dict[str, Any]:
+    import kornia
+    import torchvision
+
+    return {
+        "ssad": ssad.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "kornia": kornia.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def _write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2, default=str) + "\n"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

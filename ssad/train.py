@@ -1,0 +1,249 @@
+"""Pretext training: batches drawn from the device cache, defects synthesized inside the step.
+
+One step, in order: draw indices -> gather normal images on the device -> light geometric
+augmentation -> `DefectSynthesizer` (colour jitter for all, defects for labels 1 and 2) ->
+ImageNet normalisation -> ResNet-18 -> cross-entropy -> SGD. Nothing runs on the CPU between
+steps, and the loop reads a value back only when it logs.
+
+Runs on one device, or under ``torchrun --nproc_per_node N`` with DistributedDataParallel (nccl
+on GPUs, gloo on CPUs): each rank synthesizes its own share of the batch with its own stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ssad.checkpoint import load_checkpoint, save_checkpoint
+from ssad.config import RunConfig
+from ssad.data import BatchSampler, CategoryData
+from ssad.model import PretextModel, create_model, normalise
+from ssad.synth import DefectSynthesizer
+
+__all__ = ["TrainResult", "train", "augment_normals", "checkpoint_path", "pretext_accuracy", "init_distributed"]
+
+
+@dataclass
+class TrainResult:
+    model: PretextModel
+    init_used: str
+    steps: int
+    last_log: dict[str, float]
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoint.pt"
+
+
+def augment_normals(images: Tensor, max_shift: float, flip: bool, generator: torch.Generator) -> Tensor:
+    """Light geometric augmentation: (B, C, S, S) uint8 -> float in [0, 1], each image shifted by
+    up to ``max_shift`` of its side (reflected at the border) and, with ``flip``, mirrored at random."""
+    x = images.float() / 255
+    if max_shift == 0 and not flip:
+        return x
+    batch, device = x.shape[0], x.device
+    rand = torch.rand(batch, 4, generator=generator, device=device)
+    sign = torch.where(rand[:, 2:] < 0.5, -1.0, 1.0) if flip else torch.ones(batch, 2, device=device)
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 1, 1] = sign[:, 0], sign[:, 1]
+    theta[:, :, 2] = (rand[:, :2] * 2 - 1) * 2 * max_shift  # the grid spans [-1, 1]: a side is 2
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def train(
+    config: RunConfig,
+    data: CategoryData,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train the pretext classifier on ``data.train`` (on ``data``'s device) and checkpoint it.
+
+    Writes ``run_dir/checkpoint.pt`` (atomically, every ``train.checkpoint_every`` steps, on
+    interruption and at the end) and ``run_dir/train_log.jsonl``. With ``resume`` it continues
+    from the checkpoint to the same result as an uninterrupted run. ``on_step(step, log)`` is
+    called after each logged step.
+    """
+    cfg = config.train
+    device = data.train.device
+    rank, world = _rank_and_world()
+    if cfg.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.batch_size} must divide evenly among {world} processes.")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model, init_used = create_model(cfg.init, num_classes=3)
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps)
+    # Each rank draws its own batches and defects: one stream per rank.
+    generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)
+    sampler = BatchSampler(len(data.train), cfg.batch_size // world, generator)
+    # Augmented images are floats in [0, 1] by construction: skip the range check and its read-back.
+    synth = DefectSynthesizer(replace(config.synth, check_values=False))
+
+    step = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path(run_dir), config, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generators"][rank])
+        sampler.load_state_dict(state["samplers"][rank])
+        step, init_used = state["step"], state["init_used"]
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.freeze_backbone_steps > 0,  # a frozen backbone gets no gradient
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+    def save() -> None:
+        streams = _gather_from_ranks({"generator": generator.get_state(), "sampler": sampler.state_dict()}, world)
+        if rank == 0:
+            save_checkpoint(
+                checkpoint_path(run_dir),
+                config,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(),
+                generators=[s["generator"] for s in streams],
+                samplers=[s["sampler"] for s in streams],
+                step=step,
+                init_used=init_used,
+            )
+
+    log: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=step, desc="pretext", disable=not progress or rank != 0, dynamic_ncols=True)
+    images_seen, clock = 0, time.perf_counter()
+    try:
+        while step < cfg.steps:
+            model.backbone.requires_grad_(step >= cfg.freeze_backbone_steps)
+            net.train()
+
+            idx = next(sampler)
+            images = augment_normals(data.train[idx], cfg.max_shift, cfg.flip, generator)
+            out = synth(
+                images,
+                object_masks=data.object_masks[idx] if data.moves else data.object_masks,
+                source_images=_pick_sources(data.source_images, len(idx), generator, as_float=True),
+                generator=generator,
+            )
+            with autocast:
+                logits = net(normalise(out.images).contiguous(memory_format=memory_format))
+                loss = F.cross_entropy(logits.float(), out.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            images_seen += len(idx) * world
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                seconds = time.perf_counter() - clock
+                log = {
+                    "step": step,
+                    "loss": loss.item(),
+                    "accuracy": (logits.argmax(1) == out.labels).float().mean().item(),
+                    "lr": schedule.get_last_lr()[0],
+                    "images_per_s": images_seen / max(seconds, 1e-9),
+                }
+                images_seen, clock = 0, time.perf_counter()
+                bar.set_postfix(loss=f"{log['loss']:.3f}", acc=f"{log['accuracy']:.2f}", ips=f"{log['images_per_s']:.0f}")
+                if rank == 0:
+                    with open(run_dir / "train_log.jsonl", "a") as f:
+                        f.write(json.dumps(log) + "\n")
+                if on_step is not None:
+                    on_step(step, log)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save()
+    except KeyboardInterrupt:
+        save()  # so that --resume continues from the last finished step
+        raise
+    finally:
+        bar.close()
+    return TrainResult(model=model, init_used=init_used, steps=step, last_log=log)
+
+
+@torch.no_grad()
+def pretext_accuracy(
+    model: PretextModel,
+    images: Tensor,
+    object_masks: Tensor,
+    synth: DefectSynthesizer,
+    generator: torch.Generator,
+    sources: Tensor | None = None,
+    batches: int = 4,
+    batch_size: int = 64,
+) -> float:
+    """Accuracy of the pretext classifier, in eval mode, on fresh synthetic batches made from
+    ``images`` (N, 3, S, S) uint8 (e.g. held-back normal images) with their ``object_masks``
+    (N or 1, 1, S, S) bool and texture ``sources`` (K, 3, S, S) uint8 or None."""
+    model.eval()
+    correct = 0
+    for _ in range(batches):
+        idx = torch.randint(len(images), (batch_size,), generator=generator, device=images.device)
+        masks = object_masks[idx] if len(object_masks) > 1 else object_masks
+        out = synth(images[idx], masks, _pick_sources(sources, batch_size, generator), generator)
+        correct += int((model(normalise(out.images)).argmax(1) == out.labels).sum())
+    return correct / (batches * batch_size)
+
+
+def _pick_sources(sources: Tensor | None, batch: int, generator: torch.Generator, as_float: bool = False) -> Tensor | None:
+    """(B, 3, S, S) images from another category for texture cut-paste, drawn at random: uint8
+    like ``sources``, or float in [0, 1] with ``as_float``."""
+    if sources is None:
+        return None
+    picked = sources[torch.randint(len(sources), (batch,), generator=generator, device=sources.device)]
+    return picked.float() / 255 if as_float else picked
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_from_ranks(obj: Any, world: int) -> list[Any]:
+    """Every rank's ``obj`` (CPU tensors and plain data), on every rank."""
+    if world == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def init_distributed() -> torch.device:
+    """Join the torchrun process group when launched by torchrun; return this rank's device."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device("cpu")
+

@@ -1,0 +1,128 @@
+"""Pretext training on the CPU: it learns, it resumes exactly, it refuses bad checkpoints."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssad.checkpoint import load_checkpoint
+from ssad.config import load_config
+from ssad.data import load_category, make_demo_dataset
+from ssad.model import create_model
+from ssad.synth import DefectSynthesizer
+from ssad.train import checkpoint_path, pretext_accuracy, train
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, image_size=SIZE, n_train=40, n_test=6, categories=("demo_object",))
+    return load_category(root, "demo_object", image_size=SIZE, cache_dir=root / "cache")
+
+
+def _config(steps: int, **train):
+    overrides = [f"data.image_size={SIZE}", f"train.steps={steps}", "train.init='scratch'", "train.batch_size=16"]
+    overrides += [f"train.{k}={v!r}".replace("'", '"') if isinstance(v, str) else f"train.{k}={str(v).lower()}" for k, v in train.items()]
+    return load_config([], overrides)
+
+
+def test_short_run_lowers_loss_and_beats_chance_on_held_back_batches(demo, tmp_path):
+    logs = []
+    config = _config(120, log_every=10, batch_size=32, lr=0.01)
+    result = train(config, demo, tmp_path, progress=False, on_step=lambda step, log: logs.append(log))
+    first, last = logs[0]["loss"], sum(log["loss"] for log in logs[-3:]) / 3
+    assert last < first, [round(log["loss"], 3) for log in logs]
+    held_back = demo.test[demo.test_labels == 0]  # normal images the model never saw
+    accuracy = pretext_accuracy(result.model, held_back, demo.object_masks, DefectSynthesizer(config.synth),
+                                torch.Generator().manual_seed(123), batches=4, batch_size=64)
+    assert accuracy > 0.5  # chance is 1/3
+    assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 12
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(demo, tmp_path):
+    config = _config(6, checkpoint_every=2, log_every=1)
+    straight = train(config, demo, tmp_path / "straight", progress=False).model.state_dict()
+
+    def interrupt(step, log):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, demo, tmp_path / "resumed", progress=False, on_step=interrupt)
+    assert load_checkpoint(checkpoint_path(tmp_path / "resumed"), config)["step"] == 3
+    resumed = train(config, demo, tmp_path / "resumed", resume=True, progress=False).model.state_dict()
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused(demo, tmp_path):
+    config = _config(2)
+    train(config, demo, tmp_path, progress=False)
+    path = checkpoint_path(tmp_path)
+    with pytest.raises(ValueError, match="other settings: train.lr"):
+        train(_config(2, lr=0.5), demo, tmp_path, resume=True, progress=False)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt"):
+        train(config, demo, tmp_path, resume=True, progress=False)
+
+
+def test_two_stage_training_freezes_the_backbone_first(demo, tmp_path):
+    config = _config(4, freeze_backbone_steps=2, log_every=1)
+
+    def stop_after_stage_one(step, log):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, demo, tmp_path, progress=False, on_step=stop_after_stage_one)
+    after_stage_one = load_checkpoint(checkpoint_path(tmp_path), config)["model"]
+    torch.manual_seed(config.train.seed)
+    initial = create_model("scratch")[0].state_dict()
+    assert torch.equal(after_stage_one["backbone.conv1.weight"], initial["backbone.conv1.weight"])
+    assert not torch.equal(after_stage_one["head.0.weight"], initial["head.0.weight"])
+
+    result = train(config, demo, tmp_path, resume=True, progress=False)
+    assert not torch.equal(result.model.state_dict()["backbone.conv1.weight"], initial["backbone.conv1.weight"])
+
+
+def test_auto_init_falls_back_to_scratch_and_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache; no network here or in CI
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", unreachable)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, used = create_model("auto")
+    assert used == "scratch"
+    assert any("from scratch" in str(w.message) for w in caught)
+    with pytest.raises(RuntimeError, match="ImageNet weights"):
+        create_model("imagenet")
+
+
+def test_two_gloo_processes_keep_equal_weights(demo, tmp_path):
+    script = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SSAD_CACHE_DIR": str(tmp_path / "cache")}
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(script), str(tmp_path)],
+        check=True, env=env, timeout=180, capture_output=True,
+    )
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert load_checkpoint(checkpoint_path(tmp_path / "run"), _config(3, batch_size=8))["step"] == 3
