@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ssad.checkpoint import load_checkpoint, save_checkpoint
-from ssad.config import RunConfig
+from ssad.config import RunConfig, TrainConfig
 from ssad.data import BatchSampler, CategoryData
 from ssad.model import PretextModel, create_model, normalise
-from ssad.synth import DefectSynthesizer
+from ssad.synth import DefectSynthesizer, SynthOutput
 
-__all__ = ["TrainResult", "train", "augment_normals", "checkpoint_path", "pretext_accuracy", "init_distributed"]
+__all__ = ["TrainResult", "train", "augment_normals", "checkpoint_path", "pretext_accuracy", "init_distributed", "pretext_batch", "optimisation_step"]
 
 
 @dataclass
@@ -144,19 +144,9 @@ def train(
             net.train()
 
             idx = next(sampler)
-            images = augment_normals(data.train[idx], cfg.max_shift, cfg.flip, generator)
-            out = synth(
-                images,
-                object_masks=data.object_masks[idx] if data.moves else data.object_masks,
-                source_images=_pick_sources(data.source_images, len(idx), generator, as_float=True),
-                generator=generator,
-            )
-            with autocast:
-                logits = net(normalise(out.images).contiguous(memory_format=memory_format))
-                loss = F.cross_entropy(logits.float(), out.labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            masks = data.object_masks[idx] if data.moves else data.object_masks
+            out = pretext_batch(data.train[idx], masks, data.source_images, synth, cfg, generator)
+            loss, logits = optimisation_step(net, optimizer, out.images, out.labels, autocast, memory_format)
             schedule.step()
             step += 1
             images_seen += len(idx) * world
@@ -186,6 +176,41 @@ def train(
     finally:
         bar.close()
     return TrainResult(model=model, init_used=init_used, steps=step, last_log=log)
+
+
+def pretext_batch(
+    images: Tensor,
+    object_masks: Tensor,
+    sources: Tensor | None,
+    synth: DefectSynthesizer,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> SynthOutput:
+    """The data side of a step, all on the device: (B, 3, S, S) uint8 normal images -> light
+    geometric augmentation -> synthetic defects. ``sources`` (K, 3, S, S) uint8 feed texture
+    cut-paste (None for objects)."""
+    augmented = augment_normals(images, cfg.max_shift, cfg.flip, generator)
+    picked = _pick_sources(sources, len(images), generator, as_float=True)
+    return synth(augmented, object_masks=object_masks, source_images=picked, generator=generator)
+
+
+def optimisation_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    autocast: torch.autocast,
+    memory_format: torch.memory_format,
+) -> tuple[Tensor, Tensor]:
+    """The model side of a step: normalise (B, 3, S, S) float images, forward, cross-entropy,
+    backward, SGD update. Returns the loss and the logits (B, 3), still on the device."""
+    with autocast:
+        logits = net(normalise(images).contiguous(memory_format=memory_format))
+        loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
 
 
 @torch.no_grad()

@@ -1,0 +1,121 @@
+"""How much of a pretext training step is defect synthesis? Side by side, in one run.
+
+Times, on one device and with ssad's own step functions (`ssad.train.pretext_batch` and
+`ssad.train.optimisation_step`):
+
+- ``with_synthesis``: draw indices, gather, augment, synthesize, then the optimisation step;
+- ``presynthesized``: the same optimisation step fed a batch synthesized beforehand;
+- ``synthesis_only``: the data side alone.
+
+and reports synthesis as a fraction of the step, as ratios of medians. JSON out:
+
+    python bench/train_step.py --device cpu --out bench/results/train_step_cpu.json
+    python bench/train_step.py --device cuda --out bench/results/train_step_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ssad.atomic import atomic_write
+from ssad.config import TrainConfig
+from ssad.model import create_model
+from ssad.synth import DefectSynthesizer, SynthConfig
+from ssad.train import optimisation_step, pretext_batch
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    def run(fn: Callable[[], object]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=96)
+    parser.add_argument("--dataset", type=int, default=256, help="images held on the device")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    cfg = TrainConfig(compile=args.compile)
+    torch.manual_seed(0)
+    generator = torch.Generator(device).manual_seed(0)
+    images = torch.randint(0, 256, (args.dataset, 3, args.size, args.size), dtype=torch.uint8, device=device)
+    object_masks = torch.ones(1, 1, args.size, args.size, dtype=torch.bool, device=device)
+    synth = DefectSynthesizer(SynthConfig(check_values=False))
+
+    model = create_model("scratch")[0].to(device, memory_format=torch.channels_last)
+    net = torch.compile(model) if args.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    bf16 = cfg.amp and device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    fixed = pretext_batch(images[: args.batch], object_masks, None, synth, cfg, generator)
+
+    def data_side():
+        idx = torch.randint(len(images), (args.batch,), generator=generator, device=device)
+        return pretext_batch(images[idx], object_masks, None, synth, cfg, generator)
+
+    def with_synthesis():
+        out = data_side()
+        optimisation_step(net, optimizer, out.images, out.labels, autocast, torch.channels_last)
+
+    def presynthesized():
+        optimisation_step(net, optimizer, fixed.images, fixed.labels, autocast, torch.channels_last)
+
+    timer = _timer(device)
+    variants = {"with_synthesis": with_synthesis, "presynthesized": presynthesized, "synthesis_only": data_side}
+    for fn in variants.values():
+        for _ in range(args.warmup):
+            timer(fn)
+    # Interleave the variants so drift of the machine hits all of them alike.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.steps):
+        for name, fn in variants.items():
+            times[name].append(timer(fn))
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    result = {
+        "config": {**vars(args), "out": str(args.out) if args.out else None, "amp_bf16": bf16},
+        "env": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "median_seconds": median,
+        "images_per_s": {name: args.batch / t for name, t in median.items()},
+        "synthesis_fraction_of_step": median["synthesis_only"] / median["with_synthesis"],
+        "step_overhead_ratio": median["with_synthesis"] / median["presynthesized"] - 1,
+    }
+    print(f"device {result['env']['device']}, batch {args.batch}, {args.size}x{args.size}")
+    for name, t in median.items():
+        print(f"  {name:16s} {t * 1000:9.1f} ms  ({args.batch / t:8.0f} images/s)")
+    print(f"  synthesis = {result['synthesis_fraction_of_step']:.1%} of a step "
+          f"(step with synthesis is {result['step_overhead_ratio']:+.1%} vs presynthesized)")
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
