@@ -9,13 +9,13 @@ names it and lists the known ones.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ssad.synth import SynthConfig
 
-__all__ = ["DataConfig", "TrainConfig", "RunConfig", "load_config", "parse_override"]
+__all__ = ["DataConfig", "TrainConfig", "ScoreConfig", "RunConfig", "load_config", "parse_override"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1.")
-        if not 0 <= self.freeze_backbone_steps < self.steps:
+        if self.steps < 0:
+            raise ValueError(f"train.steps={self.steps}: must be >= 0 (0 scores the initial network).")
+        if self.freeze_backbone_steps and not 0 < self.freeze_backbone_steps < self.steps:
             raise ValueError(f"train.freeze_backbone_steps={self.freeze_backbone_steps}: must be in [0, steps).")
         if not 0 <= self.max_shift < 0.5:
             raise ValueError(f"train.max_shift={self.max_shift}: a fraction of the image side in [0, 0.5).")
@@ -64,10 +66,31 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Fitting on normal images and scoring the test set (see `ssad.score`)."""
+
+    #: Image scores: "gaussian" (Mahalanobis, Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
+    density: str = "gaussian"
+    knn_k: int = 3
+    #: Anomaly maps: channels kept of layer2 + layer3 (384), smoothing sigma in pixels at 256x256.
+    patch_channels: int = 100
+    sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.density not in ("gaussian", "knn"):
+            raise ValueError(f"score.density={self.density!r}: choose 'gaussian' or 'knn'.")
+        if not 1 <= self.patch_channels <= 384:
+            raise ValueError(f"score.patch_channels={self.patch_channels}: between 1 and 384.")
+        if self.knn_k < 1 or self.sigma < 0:
+            raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +103,7 @@ class RunConfig:
             raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
         built = {}
         for name, section in values.items():
-            kind = {"data": DataConfig, "train": TrainConfig, "synth": SynthConfig}[name]
+            kind = {"data": DataConfig, "train": TrainConfig, "synth": SynthConfig, "score": ScoreConfig}[name]
             built[name] = kind.from_dict(section) if kind is SynthConfig else _build(kind, name, section)
         return cls(**built)
 
@@ -125,8 +148,3 @@ def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> RunC
         section, key, value = parse_override(text)
         merged.setdefault(section, {})[key] = value
     return RunConfig.from_dict(merged)
-
-
-def with_overrides(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
-    """A copy of ``config`` with some fields of some sections replaced."""
-    return replace(config, **{name: replace(getattr(config, name), **values) for name, values in sections.items()})

@@ -3,9 +3,11 @@
     python -m ssad.run --category bottle --data-root ../shared/data/mvtec --config configs/cpu.toml
     python -m ssad.run --demo                      # offline, on procedural demo data
 
-Each run writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
+Each run trains the pretext model, fits densities on the normal training images, scores the test
+images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
 config), ``meta.json`` (versions, seed, device, initialisation, notes), ``train_log.jsonl``,
-``checkpoint.pt`` and ``synthetic_samples.png``. A run folder is never overwritten; ``--resume``
+``checkpoint.pt``, ``metrics.json``, ``synthetic_samples.png``, ``roc.png`` and
+``test_images/<defect>_<stem>.png`` (image | ground truth | anomaly map). A run folder is never overwritten; ``--resume``
 continues the run in ``--out`` (or the newest run of the category).
 """
 
@@ -16,12 +18,13 @@ import json
 import platform
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 import ssad
 from ssad.atomic import atomic_write
@@ -29,17 +32,22 @@ from ssad.config import RunConfig, load_config
 from ssad.data import (
     DEMO_CATEGORIES,
     CategoryData,
+    DataError,
     default_cache_dir,
     download_category,
     load_category,
     make_demo_dataset,
     resolve_data_root,
 )
+from ssad.evaluate import Evaluation, evaluate
+from ssad.report import metrics_table, roc_picture, test_panels
 from ssad.synth import DefectSynthesizer
 from ssad.synth.preview import render_grid, save_png
 from ssad.train import init_distributed, train
 
-__all__ = ["main", "build_parser", "resolve_run_config", "RunNotes"]
+__all__ = ["main", "build_parser", "resolve_run_config", "RunNotes", "METRICS"]
+
+METRICS = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +77,7 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     if args.category is not None:
         overrides.append(f"data.category={json.dumps(args.category)}")
     elif args.demo:
-        overrides.append(f"data.category={json.dumps("demo_object")}")
+        overrides.append('data.category="demo_object"')
     return load_config(args.config, overrides)
 
 
@@ -87,22 +95,35 @@ class RunNotes:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError, DataError) as error:  # bad input: say what, not where in the code
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     config = resolve_run_config(args)
     device = torch.device(args.device) if args.device else init_distributed()
     notes = RunNotes()
     if device.type == "cpu" and not args.device:
         notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
 
-    root = _data_root(args, config)
+    root = _data_root(args)
     categories = _categories(root, config.data.category, args.demo)
-    for category in categories:
-        run_one(args, config if len(categories) == 1 else _with_category(config, category), root, device, notes)
+    rows = [run_one(args, _with_category(config, c), root, device, notes, len(categories) > 1) for c in categories]
+    if len(rows) > 1 and _is_main_process():
+        mean = {"category": "mean", **{m: sum(r[m] for r in rows) / len(rows) for m in METRICS}}
+        print("\nsummary\n" + metrics_table([*rows, mean], ["category", *METRICS]))
     return 0
 
 
-def run_one(args: argparse.Namespace, config: RunConfig, root: Path, device: torch.device, notes: RunNotes) -> Path:
+def run_one(
+    args: argparse.Namespace, config: RunConfig, root: Path, device: torch.device, notes: RunNotes, many: bool
+) -> dict[str, Any]:
+    """Train, fit, score and report one category; returns its row of metrics."""
     category = config.data.category
-    run_dir = _run_dir(args, category)
+    run_dir = _run_dir(args, category, many)
     if args.download and not (root / category).is_dir():
         download_category(root, category)
     with warnings.catch_warnings(record=True) as caught:
@@ -130,13 +151,23 @@ def run_one(args: argparse.Namespace, config: RunConfig, root: Path, device: tor
         result = train(config, data, run_dir, resume=args.resume, progress=not args.no_progress)
         for warning in caught:
             notes.add(str(warning.message))
+    if not _is_main_process():  # other ranks only helped to train
+        return {}
+    evaluation = evaluate(result.model, data, config.score)
+    _write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
+    _save_pictures(data, evaluation, run_dir)
     meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log, notes=notes.lines)
     _write_json(run_dir / "meta.json", meta)
-    print(f"{category}: trained {result.steps} steps ({result.init_used} init), run folder {run_dir}")
-    return run_dir
+    print(f"\n{category}: {result.steps} pretext steps ({result.init_used} init), run folder {run_dir}")
+    print(metrics_table([{"category": category, **evaluation.metrics}], ["category", *METRICS]))
+    return {"category": category, **evaluation.metrics}
 
 
-def _data_root(args: argparse.Namespace, config: RunConfig) -> Path:
+def _is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _data_root(args: argparse.Namespace) -> Path:
     if args.demo:
         root = default_cache_dir() / "demo"
         if not all((root / name).is_dir() for name in DEMO_CATEGORIES):
@@ -152,26 +183,29 @@ def _categories(root: Path, category: str, demo: bool) -> list[str]:
         return list(DEMO_CATEGORIES)
     found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
     if not found:
-        raise SystemExit(f"--category all: no category (a folder with train/good) under {root}")
+        raise FileNotFoundError(f"--category all: no category (a folder with train/good) under {root}")
     return found
 
 
 def _with_category(config: RunConfig, category: str) -> RunConfig:
-    return RunConfig.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "category": category}})
+    return replace(config, data=replace(config.data, category=category))
 
 
-def _run_dir(args: argparse.Namespace, category: str) -> Path:
+def _run_dir(args: argparse.Namespace, category: str, many: bool) -> Path:
+    """The run's folder: --out (one folder per category inside it with --category all), else
+    runs/<category>/<timestamp>; with --resume the given or newest existing one."""
     base = Path("runs") / category
+    out = args.out / category if args.out is not None and many else args.out
     if args.resume:
-        if args.out is not None:
-            return args.out
+        if out is not None:
+            return out
         runs = sorted(p for p in base.glob("*") if (p / "checkpoint.pt").is_file()) if base.is_dir() else []
         if not runs:
-            raise SystemExit(f"--resume: no run with a checkpoint under {base}; pass --out RUN_FOLDER")
+            raise FileNotFoundError(f"--resume: no run with a checkpoint under {base}; pass --out RUN_FOLDER")
         return runs[-1]
-    run_dir = args.out or base / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = out or base / datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise SystemExit(f"run folder {run_dir} exists already and is never overwritten; choose another --out or add --resume.")
+        raise ValueError(f"run folder {run_dir} exists already and is never overwritten; choose another --out or add --resume.")
     return run_dir
 
 
@@ -182,6 +216,19 @@ def _save_synthetic_samples(config: RunConfig, data: CategoryData, path: Path, c
     masks = data.object_masks[idx] if data.moves else data.object_masks
     out = DefectSynthesizer(config.synth)(data.train[idx], masks, sources, generator)
     save_png(render_grid(out.images, out.labels, out.masks, out.params), path)
+
+
+def _save_pictures(data: CategoryData, evaluation: Evaluation, run_dir: Path) -> None:
+    """ROC curves (image and pixel level) and one panel per test image."""
+    roc_picture(
+        {"image": (evaluation.image_scores, data.test_labels), "pixel": (evaluation.anomaly_maps, data.test_masks)},
+        run_dir / "roc.png",
+    )
+    # The colour scale runs from the median to the maximum of the maps, shared by all images.
+    maps = evaluation.anomaly_maps
+    scale = (float(maps.median()), float(maps.max()))
+    names = [f"{kind}_{path.stem}" for kind, path in zip(data.test_defect_types, data.test_paths)]
+    test_panels(data.test, data.test_masks, maps, names, run_dir / "test_images", scale)
 
 
 def _versions() -> dict[str, Any]:

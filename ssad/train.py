@@ -91,7 +91,7 @@ def train(
         model, init_used = create_model(cfg.init, num_classes=3)
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
     # Each rank draws its own batches and defects: one stream per rank.
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)
     sampler = BatchSampler(len(data.train), cfg.batch_size // world, generator)
@@ -168,8 +168,9 @@ def train(
                         f.write(json.dumps(log) + "\n")
                 if on_step is not None:
                     on_step(step, log)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 save()
+        save()
     except KeyboardInterrupt:
         save()  # so that --resume continues from the last finished step
         raise

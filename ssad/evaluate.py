@@ -1,0 +1,49 @@
+"""Fit on the normal training images, score the test set, measure: the detector's report card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ssad.config import ScoreConfig
+from ssad.data import CategoryData
+from ssad.metrics import aupro, f1_max, image_auroc, pixel_auroc
+from ssad.model import PretextModel
+from ssad.score import PatchScorer, create_density, embed_images
+
+__all__ = ["Evaluation", "evaluate"]
+
+
+@dataclass
+class Evaluation:
+    """``metrics``: image_auroc, pixel_auroc, aupro (to 30% FPR), image_f1_max, pixel_f1_max.
+    ``image_scores`` (M,) float and ``anomaly_maps`` (M, 1, S, S) float: higher = more anomalous."""
+
+    metrics: dict[str, float]
+    image_scores: Tensor
+    anomaly_maps: Tensor
+
+
+@torch.no_grad()
+def evaluate(model: PretextModel, data: CategoryData, cfg: ScoreConfig) -> Evaluation:
+    """Score ``data.test`` with densities fitted on ``data.train``; measure against the ground truth."""
+    if len(data.test) == 0:
+        raise ValueError(f"{data.category} has no test images to score; add test/<good|defect>/ folders.")
+    density = create_density(cfg.density, cfg.knn_k)
+    density.fit(embed_images(model, data.train))
+    image_scores = density.score(embed_images(model, data.test))
+
+    sigma = cfg.sigma * data.image_size / 256
+    maps = PatchScorer(cfg.patch_channels, sigma).fit(model, data.train).score(model, data.test)
+
+    labels, masks = data.test_labels, data.test_masks
+    metrics = {
+        "image_auroc": image_auroc(image_scores, labels),
+        "pixel_auroc": pixel_auroc(maps, masks),
+        "aupro": aupro(maps, masks, max_fpr=0.3),
+        "image_f1_max": f1_max(image_scores, labels)[0],
+        "pixel_f1_max": f1_max(maps.flatten(), masks.flatten())[0],
+    }
+    return Evaluation(metrics=metrics, image_scores=image_scores, anomaly_maps=maps)
