@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,39 @@ from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 
-__all__ = ["apply"]
+__all__ = ["apply", "working_colour", "WorkingColour"]
+
+
+class WorkingColour(NamedTuple):
+    """The colour map of a batch in the units images are processed in.
+
+    uint8 images work in [0.5, 255.5]: the rounding offset is folded into ``bias`` and the fill
+    colours, so the final cast (which truncates) rounds. Float images work in [0, 1].
+    ``matrix`` (B, C, C), ``bias`` and ``flat`` (B, C), all of ``dtype``; values are clamped to
+    [``low``, ``high``] after the colour map.
+    """
+
+    matrix: Tensor
+    bias: Tensor
+    flat: Tensor
+    low: float
+    high: float
+    dtype: torch.dtype
+
+
+def working_colour(params: dict[str, Tensor], images_dtype: torch.dtype, channels: int) -> WorkingColour:
+    """The colour jitter and flat fill colours of ``params`` for images of ``images_dtype``."""
+    work_dtype = torch.float64 if images_dtype == torch.float64 else torch.float32
+    scale, offset = (255.0, 0.5) if images_dtype == torch.uint8 else (1.0, 0.0)
+    matrix, bias = colour_matrix(params, channels)
+    return WorkingColour(
+        matrix=matrix.to(work_dtype),
+        bias=(bias * scale + offset).to(work_dtype),
+        flat=(params["flat_colour"].to(work_dtype) * scale + offset),
+        low=offset,
+        high=scale + offset,
+        dtype=work_dtype,
+    )
 
 
 def apply(
@@ -32,19 +66,23 @@ def apply(
             defect; inside it the fill of ``fill_mode``: the (colour-jittered) source pixels,
             their average colour over the region, or ``flat_colour``.
         masks (B, 1, H, W) bool: exactly the pixels whose content was replaced.
+
+    ``config.backend`` picks the implementation: "reference" this torch code, "fused" the Triton
+    kernel of `ssad.kernels` (ValueError where it cannot run), "auto" the kernel for CUDA images
+    when Triton is installed, else this code. Both compute the same batch.
     """
+    if _use_fused(images, config):
+        from ssad.kernels import fused_apply
+
+        return fused_apply(images, params, config, source_images)
+
     batch, channels, height, width = images.shape
     box_h, box_w = compositing_box(config, height, width)
-    is_uint8 = images.dtype == torch.uint8
-    work_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    # uint8 works in [0.5, 255.5]: the rounding offset is folded into the bias, the final cast truncates.
-    scale, offset = (255.0, 0.5) if is_uint8 else (1.0, 0.0)
-
-    matrix, bias = colour_matrix(params, channels)
-    matrix, bias = matrix.to(work_dtype), (bias * scale + offset).to(work_dtype)
+    colour = working_colour(params, images.dtype, channels)
+    matrix, bias, work_dtype = colour.matrix, colour.bias, colour.dtype
 
     def jitter(pixels: Tensor) -> Tensor:
-        return apply_colour(pixels.to(work_dtype), matrix, bias).clamp_(offset, scale + offset)
+        return apply_colour(pixels.to(work_dtype), matrix, bias).clamp_(colour.low, colour.high)
 
     out = jitter(images.reshape(batch, channels, -1))  # (B, C, H*W)
 
@@ -58,7 +96,7 @@ def apply(
     else:
         patch = jitter(source_images.reshape(batch, channels, -1).gather(2, where_from))
     average = (patch * inside).sum(dim=2, keepdim=True) / inside.sum(dim=2, keepdim=True).clamp_min(1)
-    flat = (params["flat_colour"].to(work_dtype) * scale + offset)[..., None]
+    flat = colour.flat[..., None]
     mode = params["fill_mode"][:, None, None]
     fill = torch.where(mode == 0, patch, torch.where(mode == 1, average, flat))
 
@@ -67,3 +105,12 @@ def apply(
     masks.scatter_(1, where_to[:, 0], inside[:, 0])
     out = out.reshape(batch, channels, height, width).to(images.dtype)
     return out, masks.reshape(batch, 1, height, width)
+
+
+def _use_fused(images: Tensor, config: SynthConfig) -> bool:
+    """Whether `apply` dispatches to the fused kernel; `ssad.kernels` (and Triton) load only then."""
+    if config.backend == "reference" or (config.backend == "auto" and not images.is_cuda):
+        return False
+    from ssad.kernels import available
+
+    return config.backend == "fused" or available(images.device)

@@ -1,0 +1,204 @@
+"""The fused Triton kernel (`ssad.kernels`) computes the same batches as the torch reference.
+
+Without a GPU the kernel runs under Triton's interpreter, which must be switched on
+(``TRITON_INTERPRET=1``) before the kernels are defined, i.e. before `ssad.kernels.fused` is first
+imported. So the interpreted runs happen in one subprocess (this file run as a script), which
+saves its outputs; the tests here compute the reference on the same inputs and compare. The
+parent process never needs the interpreter and other test files may import Triton freely.
+
+Equality: identical masks; images within 1/255 (uint8: at most one level, and only where the
+colour map's sum of products rounds differently, rarely; cut-paste picks the same source pixel).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssad.kernels import available
+from ssad.synth import SynthConfig, apply, sample_params
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="Triton is not installed (the fused kernels need it)"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison: a batch of ``batch`` images (channels, height, width) of ``dtype``."""
+
+    channels: int = 3
+    dtype: torch.dtype = torch.uint8
+    fill_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    height: int = 64
+    width: int = 64
+    batch: int = 12
+    separate_sources: bool = False
+    #: Apply the params with a config of smaller defects than they were drawn with, so that the
+    #: compositing box (sized by the config) clips them, as the reference does.
+    replay_smaller_defects: bool = False
+
+    def inputs(self, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None, dict, SynthConfig]:
+        """Images, source images (or None), params and config; the same in every process."""
+        g = torch.Generator().manual_seed(self.channels * 1000 + self.height + self.width)
+        shape = (self.batch, self.channels, self.height, self.width)
+        images = _to_dtype(torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), self.dtype)
+        sources = _to_dtype(torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), self.dtype)
+        config = SynthConfig(class_probs=(0.2, 0.4, 0.4), fill_probs=self.fill_probs, backend="fused")
+        params = sample_params(shape, config, generator=torch.Generator().manual_seed(7))
+        params = {k: v.to(device) for k, v in params.items()}
+        if self.replay_smaller_defects:
+            config = replace(config, polygon_area=(0.01, 0.02), scar_area=(0.005, 0.006), scar_aspect=((0.3, 0.5),))
+        return images.to(device), sources.to(device) if self.separate_sources else None, params, config
+
+
+def _to_dtype(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return images if dtype == torch.uint8 else (images.double() / 255).to(dtype)
+
+
+ONE_MODE = {"cut": (1.0, 0.0, 0.0), "average": (0.0, 1.0, 0.0), "flat": (0.0, 0.0, 1.0)}
+CASES = {
+    f"c{c}-{str(dtype).removeprefix('torch.')}-{mode}": Case(channels=c, dtype=dtype, fill_probs=probs)
+    for c in (1, 3)
+    for dtype in (torch.uint8, torch.float32)
+    for mode, probs in ONE_MODE.items()
+}
+CASES |= {
+    "c3-uint8-mixed-72x100-sources": Case(height=72, width=100, separate_sources=True, fill_probs=(0.4, 0.3, 0.3)),
+    "c1-uint8-mixed-100x72-sources": Case(channels=1, height=100, width=72, separate_sources=True),
+    "c3-float16-mixed": Case(dtype=torch.float16),
+    "c3-float64-mixed": Case(dtype=torch.float64),
+    "c3-uint8-clipped-by-box": Case(replay_smaller_defects=True),
+}
+
+
+def assert_same_batch(out: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor, ref_masks: torch.Tensor) -> None:
+    """Identical masks; images within 1/255 (uint8: one level, on at most 0.1% of the values)."""
+    assert out.dtype == ref.dtype and out.shape == ref.shape and masks.dtype == torch.bool
+    assert torch.equal(masks, ref_masks)
+    diff = (out.double() - ref.double()).abs()
+    if out.dtype == torch.uint8:
+        assert diff.max() <= 1 and (diff > 0).double().mean() <= 1e-3
+    else:
+        tolerance = 1e-3 if out.dtype in (torch.float16, torch.bfloat16) else 1e-5
+        assert diff.max() <= tolerance
+
+
+# --- interpreted runs (subprocess) ---------------------------------------------------------------
+
+
+def _run_cases(path: Path) -> None:
+    """Run every case through `apply` with backend="fused" (the kernel, interpreted); save them."""
+    assert os.environ.get("TRITON_INTERPRET") == "1" and "ssad.kernels.fused" not in sys.modules
+    results = {}
+    for name, case in CASES.items():
+        images, sources, params, config = case.inputs()
+        results[name] = apply(images, params, config, sources)
+    torch.save(results, path)
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    path = tmp_path_factory.mktemp("kernels") / "interpreted.pt"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run([sys.executable, __file__, str(path)], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, f"interpreted kernel run failed:\n{run.stdout}\n{run.stderr}"
+    return torch.load(path)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fused_kernel_equals_reference(interpreted, name):
+    case = CASES[name]
+    images, sources, params, config = case.inputs()
+    ref, ref_masks = apply(images, params, replace(config, backend="reference"), sources)
+    assert set(params["labels"].tolist()) == {0, 1, 2}
+    assert ref_masks.any() and not ref_masks.all()
+    assert_same_batch(*interpreted[name], ref, ref_masks)
+
+
+# --- dispatch --------------------------------------------------------------------------------------
+
+
+def test_available_follows_device_and_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert available("cuda") and not available("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert available("cpu")
+
+
+def test_fused_backend_where_it_cannot_run_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    images, _, params, config = Case(batch=2).inputs()
+    with pytest.raises(ValueError, match="backend='fused' cannot run"):
+        apply(images, params, config)
+
+
+def test_cpu_path_never_imports_triton():
+    """backend="auto" on CPU tensors takes the reference without loading Triton."""
+    code = (
+        "import sys, torch; from ssad.synth import DefectSynthesizer; "
+        "DefectSynthesizer()(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)); "
+        "assert 'triton' not in sys.modules, 'triton was imported'"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+# --- compiled -------------------------------------------------------------------------------------
+
+
+def test_kernels_compile_for_hopper():
+    """Both kernels compile to sm_90 machine code (no GPU needed), with vectorized image loads."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1 in this process: the kernels are interpreted, not compiled")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from ssad.kernels import fused
+
+    per_sample = {"matrix_ptr": "*fp32", "bias_ptr": "*fp32", "fill_ptr": "*fp32", "vertices_ptr": "*fp32",
+                  "num_vertices_ptr": "*i64", "fill_mode_ptr": "*i64", "origins_ptr": "*i64",
+                  "centre_ptr": "*fp32", "source_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32"}
+    constants = {"LO": 0.5, "HI": 255.5, "C": 3, "V": 8, "BLOCK_H": 8, "BLOCK_W": 256}
+    sizes = ("height", "width", "box_h", "box_w")
+    kernels = {
+        fused._composite_kernel: {"images_ptr": "*u8", "sources_ptr": "*u8", "out_ptr": "*u8", "masks_ptr": "*u8",
+                                  **per_sample, **dict.fromkeys(sizes + ("tiles_w", "tiles_per_image"), "i32")},
+        fused._average_kernel: {"sources_ptr": "*u8", **per_sample, **dict.fromkeys(sizes, "i32")},
+    }
+    for kernel, types in kernels.items():
+        # What the launcher infers for 256 x 256 images: aligned pointers, sizes that are multiples of 16.
+        aligned = [kernel.arg_names.index(n) for n in types if n.endswith("_ptr") or n in ("height", "width")]
+        source = ASTSource(fn=kernel, signature={**types, **dict.fromkeys(constants, "constexpr")},
+                           constexprs=constants, attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": fused.NUM_WARPS, "enable_fp_fusion": False})
+        ptx = compiled.asm["ptx"]
+        assert "div.rn.f32" in ptx and "fma.rn.f32" not in ptx  # IEEE division, no contraction
+        if kernel is fused._composite_kernel:
+            assert "ld.global.v" in ptx and "st.global.v" in ptx  # vectorized image loads and stores
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fused_kernel_equals_reference_on_cuda(dtype, channels):
+    case = Case(channels=channels, dtype=dtype, height=256, width=256, batch=64, fill_probs=(0.4, 0.3, 0.3))
+    images, sources, params, config = case.inputs("cuda")
+    out, masks = apply(images, params, config, sources)
+    assert_same_batch(out, masks, *apply(images, params, replace(config, backend="reference"), sources))
+
+
+if __name__ == "__main__":
+    _run_cases(Path(sys.argv[1]))
