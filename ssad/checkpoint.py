@@ -12,8 +12,10 @@ from ssad.config import RunConfig
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
-#: Settings that may change between a run and its resumption without changing its result.
+#: Settings that may change between a run and its resumption without changing what it trained.
 _RESUMABLE = {("train", "log_every"), ("train", "checkpoint_every"), ("train", "compile")}
+#: Sections that play no part in training (scoring happens after it, from the final weights).
+_AFTER_TRAINING = {"score"}
 
 
 def save_checkpoint(path: Path, config: RunConfig, **state: Any) -> None:
@@ -48,7 +50,7 @@ def load_checkpoint(path: Path, config: RunConfig, device: torch.device | str = 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
-    for section in sorted(set(saved) | set(current)):
+    for section in sorted((set(saved) | set(current)) - _AFTER_TRAINING):
         a, b = saved.get(section, {}), current.get(section, {})
         for key in sorted(set(a) | set(b)):
             if (section, key) not in _RESUMABLE and a.get(key) != b.get(key):

@@ -36,7 +36,8 @@ def evaluate(model: PretextModel, data: CategoryData, cfg: ScoreConfig) -> Evalu
     image_scores = density.score(embed_images(model, data.test))
 
     sigma = cfg.sigma * data.image_size / 256
-    maps = PatchScorer(cfg.patch_channels, sigma).fit(model, data.train).score(model, data.test)
+    patches = PatchScorer(cfg.patch_channels, sigma, layers=cfg.patch_layers).fit(model, data.train)
+    maps = patches.score(model, data.test)
 
     labels, masks = data.test_labels, data.test_masks
     metrics = {

@@ -56,13 +56,12 @@ class PretextModel(nn.Module):
         return self.classifier(self.head(self.embed(images)))
 
     def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
-        """Intermediate maps of normalised images: ``layer2`` (B, 128, H/8, W/8), ``layer3``
-        (B, 256, H/16, W/16), ``layer4`` (B, 512, H/32, W/32)."""
+        """Intermediate maps of normalised images: ``layer1`` (B, 64, H/4, W/4), ``layer2``
+        (B, 128, H/8, W/8), ``layer3`` (B, 256, H/16, W/16)."""
         r = self.backbone
-        x = r.maxpool(r.relu(r.bn1(r.conv1(images))))
-        layer2 = r.layer2(r.layer1(x))
-        layer3 = r.layer3(layer2)
-        return {"layer2": layer2, "layer3": layer3, "layer4": r.layer4(layer3)}
+        layer1 = r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(images)))))
+        layer2 = r.layer2(layer1)
+        return {"layer1": layer1, "layer2": layer2, "layer3": r.layer3(layer2)}
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

@@ -142,8 +142,8 @@ def run_one(
         "versions": _versions(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+    _write_json(run_dir / "config.json", config.to_dict())
     if not args.resume:
-        _write_json(run_dir / "config.json", config.to_dict())
         _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
 
     with warnings.catch_warnings(record=True) as caught:
@@ -224,9 +224,11 @@ def _save_pictures(data: CategoryData, evaluation: Evaluation, run_dir: Path) ->
         {"image": (evaluation.image_scores, data.test_labels), "pixel": (evaluation.anomaly_maps, data.test_masks)},
         run_dir / "roc.png",
     )
-    # The colour scale runs from the median to the maximum of the maps, shared by all images.
+    # One colour scale for all images, from the median to the 99.9th percentile of the map values
+    # (a strided sample of them: quantile takes at most 16M values).
     maps = evaluation.anomaly_maps
-    scale = (float(maps.median()), float(maps.max()))
+    values = maps.flatten()[:: max(1, maps.numel() // 4_000_000)].float()
+    scale = (float(values.quantile(0.5)), float(values.quantile(0.999)))
     names = [f"{kind}_{path.stem}" for kind, path in zip(data.test_defect_types, data.test_paths)]
     test_panels(data.test, data.test_masks, maps, names, run_dir / "test_images", scale)
 

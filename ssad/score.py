@@ -5,10 +5,11 @@ Image level: pooled 512-d features of the trained network, L2-normalised, scored
   Ledoit-Wolf shrunk covariance;
 - `KNNDensity` (the seed's): mean cosine distance to the k nearest training features.
 
-Pixel level (`PatchScorer`): dense features of intermediate layers (layer2 and layer3, upsampled
-to layer2's grid, i.e. one feature per 8x8 pixels), one Gaussian per grid location, fitted on the
-training images; the Mahalanobis distance map is upsampled to the image and Gaussian-smoothed.
-Channels are reduced to a fixed random subset, so the per-location covariances stay small.
+Pixel level (`PatchScorer`): dense features of intermediate layers (by default layer2 and layer1,
+resampled to layer2's grid, i.e. one feature per 8x8 pixels), one Gaussian per grid location,
+fitted on the training images; the Mahalanobis distance map is upsampled to the image and
+Gaussian-smoothed. Channels are reduced to a fixed random subset, so the per-location
+covariances stay small. bench/localization.py compares the alternatives.
 
 Nothing here builds a matrix that grows with the square of the training set: the covariance is
 accumulated from feature sums, kNN scores test features against training features in blocks.
@@ -130,42 +131,66 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     return F.conv2d(padded, kernel.view(1, 1, -1, 1))
 
 
-class PatchScorer:
-    """Anomaly maps from a Gaussian per location of dense intermediate features.
+_LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
 
-    Args:
-        channels: how many of layer2 + layer3's 384 channels to keep (a fixed random subset).
-        sigma: smoothing of the final map, in pixels of the image.
-        seed: chooses the channel subset.
+
+class PatchScorer:
+    """Anomaly maps from Gaussians of dense intermediate features.
+
+    Features of ``layers`` are upsampled to the grid of the first one and concatenated; a fixed
+    random subset of ``channels`` of them is kept. ``shared=False`` fits one Gaussian per grid
+    location (the default: objects that sit still look alike at each place), ``shared=True`` one
+    Gaussian for all locations. Maps are Mahalanobis distances, upsampled to the image and
+    smoothed with a Gaussian of ``sigma`` pixels.
     """
 
-    def __init__(self, channels: int = 100, sigma: float = 4.0, seed: int = 0, batch_size: int = 32) -> None:
-        self.channels, self.sigma, self.seed, self.batch_size = channels, sigma, seed, batch_size
+    def __init__(
+        self,
+        channels: int = 100,
+        sigma: float = 4.0,
+        layers: tuple[str, ...] = ("layer2", "layer1"),
+        shared: bool = False,
+        seed: int = 0,
+        batch_size: int = 32,
+    ) -> None:
+        unknown = set(layers) - set(_LAYER_CHANNELS)
+        if not layers or unknown:
+            raise ValueError(f"layers={layers!r}: choose among {sorted(_LAYER_CHANNELS)}.")
+        available = sum(_LAYER_CHANNELS[name] for name in layers)
+        if not 1 <= channels <= available:
+            raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}.")
+        self.channels, self.sigma, self.layers, self.shared = channels, sigma, layers, shared
+        self.seed, self.batch_size = seed, batch_size
 
     @torch.no_grad()
     def _features(self, model: PretextModel, images: Tensor) -> Iterator[Tensor]:
-        """Per batch: (b, channels, H/8, W/8) float features."""
+        """Per batch: (b, channels, h, w) float features on the grid of the first layer."""
         model.eval()
         for x in _batches(images, self.batch_size):
             maps = model.feature_maps(x)
-            layer3 = F.interpolate(maps["layer3"].float(), size=maps["layer2"].shape[-2:], mode="bilinear", align_corners=False)
-            yield torch.cat([maps["layer2"].float(), layer3], dim=1)[:, self.keep]
+            grid = maps[self.layers[0]].shape[-2:]
+            stacked = [F.interpolate(maps[name].float(), size=grid, mode="bilinear", align_corners=False)
+                       for name in self.layers]
+            yield torch.cat(stacked, dim=1)[:, self.keep]
 
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:
-        """Fit on (N, 3, S, S) uint8 normal images: accumulate per-location sums, then shrink."""
+        """Fit on (N, 3, S, S) uint8 normal images: accumulate feature sums, then shrink."""
         generator = torch.Generator().manual_seed(self.seed)
-        self.keep = torch.randperm(128 + 256, generator=generator)[: self.channels].sort().values.to(images.device)
+        available = sum(_LAYER_CHANNELS[name] for name in self.layers)
+        self.keep = torch.randperm(available, generator=generator)[: self.channels].sort().values.to(images.device)
         count, total, outer = 0, 0.0, 0.0
         for f in self._features(model, images):
             f = f.double().flatten(2).permute(2, 0, 1)  # (L, b, D)
+            if self.shared:
+                f = f.reshape(1, -1, f.shape[-1])  # every location is a sample of one Gaussian
             count += f.shape[1]
             total = total + f.sum(dim=1)
             outer = outer + f.transpose(1, 2) @ f
-        mean = total / count  # (L, D)
+        mean = total / count  # (L or 1, D)
         cov = outer / count - mean[:, :, None] * mean[:, None, :]
-        # Shrink each location's covariance toward its mean variance; a fixed 1% of it plus a
-        # small ridge keeps every one invertible with a few hundred training images.
+        # Shrink each covariance toward its mean variance; a fixed 1% of it plus a small ridge
+        # keeps every one invertible with a few hundred training images.
         mu = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
         cov = 0.99 * cov + 0.01 * mu * eye + 1e-6 * eye

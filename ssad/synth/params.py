@@ -52,8 +52,8 @@ def sample_params(
         raise ValueError(f"empty batch (B = {batch}): pass at least one image.")
     device = torch.device(device)
 
-    def uniform(low: float, high: float, *size: int) -> Tensor:
-        return low + (high - low) * torch.rand(size or (batch,), generator=generator, device=device)
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(batch, generator=generator, device=device)
 
     def choose(probs: tuple[float, ...]) -> Tensor:
         """(B,) int64 index drawn with the given probabilities (inverse CDF, Python-scalar cuts)."""

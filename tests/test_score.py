@@ -1,0 +1,90 @@
+"""Densities and anomaly maps (`ssad.score`), against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssad.model import create_model
+from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density, gaussian_blur, ledoit_wolf
+
+
+def _ledoit_wolf_textbook(x: np.ndarray) -> float:
+    """Shrinkage intensity from Ledoit & Wolf (2004), eq. 14-15, written sample by sample."""
+    n, p = x.shape
+    x = x - x.mean(axis=0)
+    s = x.T @ x / n
+    m = np.trace(s) / p
+    d2 = np.sum((s - m * np.eye(p)) ** 2) / p
+    b2_bar = sum(np.sum((np.outer(row, row) - s) ** 2) / p for row in x) / n**2
+    return min(b2_bar, d2) / d2
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_ledoit_wolf_matches_the_textbook_formula(correlated):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 12, generator=g, dtype=torch.float64)
+    if correlated:
+        x = x @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    mean, cov, shrinkage = ledoit_wolf(x)
+    assert shrinkage == pytest.approx(_ledoit_wolf_textbook(x.numpy()), rel=1e-9)
+    assert torch.allclose(mean, x.mean(0))
+    emp = torch.cov(x.T, correction=0)
+    mu = emp.diagonal().mean()
+    assert torch.allclose(cov, (1 - shrinkage) * emp + shrinkage * mu * torch.eye(12, dtype=torch.float64))
+    if correlated:
+        assert shrinkage < 0.3  # real structure: keep most of the sample covariance
+    else:
+        assert shrinkage > 0.3  # white noise: the isotropic target is close to the truth
+
+
+def test_gaussian_density_scores_outliers_higher():
+    g = torch.Generator().manual_seed(1)
+    normal = torch.randn(500, 16, generator=g) * 0.1 + torch.ones(16)
+    density = GaussianDensity().fit(normal)
+    inliers = torch.randn(50, 16, generator=g) * 0.1 + torch.ones(16)
+    outliers = inliers.clone()
+    outliers[:, :8] *= -1  # a different direction after L2 normalisation
+    assert density.score(outliers).min() > density.score(inliers).max()
+
+
+def test_knn_density_hand_case():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    density = KNNDensity(k=2).fit(bank)
+    # Query (1, 0): cosine similarities 1, 0, 0.7071, -1; the two nearest average (1 + 0.7071) / 2.
+    score = density.score(torch.tensor([[3.0, 0.0]]))
+    assert score.item() == pytest.approx(1 - (1 + 2**-0.5) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 5"):
+        KNNDensity(k=5).fit(bank)
+    with pytest.raises(ValueError, match="unknown density"):
+        create_density("parzen")
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_a_peak():
+    flat = torch.full((1, 1, 20, 20), 3.0)
+    assert torch.allclose(gaussian_blur(flat, 2.0), flat)
+    peak = torch.zeros(1, 1, 21, 21)
+    peak[..., 10, 10] = 1
+    blurred = gaussian_blur(peak, 2.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert blurred[..., 10, 10] == blurred.max() and blurred[..., 10, 12] > 0
+
+
+def test_patch_scorer_lights_up_a_foreign_patch():
+    torch.manual_seed(0)
+    model = create_model("scratch")[0]
+    g = torch.Generator().manual_seed(2)
+    low = torch.rand(24, 3, 8, 8, generator=g) * 0.2 + 0.4
+    images = (F.interpolate(low, size=64, mode="bilinear", align_corners=False) * 255).to(torch.uint8)
+    scorer = PatchScorer(channels=32, sigma=1.0).fit(model, images[:20])
+    test = images[20:].clone()
+    test[0, :, 8:24, 36:52] = 255  # a bright square in the top right
+    maps = scorer.score(model, test)
+    assert maps.shape == (4, 1, 64, 64)
+    inside, outside = maps[0, 0, 8:24, 36:52].mean(), maps[0, 0, 40:, :24].mean()
+    assert inside > 2 * outside
+    assert maps[0].max() > maps[1:].max()
+    with pytest.raises(ValueError, match="layers"):
+        PatchScorer(layers=("layer9",))
