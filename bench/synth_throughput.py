@@ -7,6 +7,9 @@ Measures images/s of the 3-class pretext augmentation at ``--size`` x ``--size``
 * ``ssad``: ``ssad.synth.DefectSynthesizer`` on ``--device``; the images sit there as one tensor
   and each step draws a batch by index, as the training loop does.
 
+Both run under glibc's default allocator, then again with freed memory kept for reuse
+(``ssad.cpu.retain_freed_memory``): large per-batch tensors otherwise pay fresh page faults.
+
 Each measurement runs ``--warmup`` batches, then ``--repeats`` times ``--batches`` batches, and
 reports the median rate. The device is synchronised before the clock is read. Results go to
 ``--out`` as JSON (written atomically) and to stdout as a markdown table.
@@ -33,6 +36,7 @@ from PIL import Image
 
 from cpu_baseline import make_loader
 from ssad.atomic import atomic_write
+from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
@@ -52,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="device of the ssad engine: cpu or cuda[:i]")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="baseline workers")
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--allocators", nargs="+", choices=["default", "retain"], default=["default", "retain"],
+                   help="CPU allocator settings to measure, in order ('retain' is process-wide, so it goes last)")
     p.add_argument("--images", type=Path, help="folder of images (searched recursively); "
                    "default: procedural images")
     p.add_argument("--num-images", type=int, default=256, help="images held in memory")
@@ -142,10 +148,10 @@ def device_name(device: torch.device) -> str:
 
 
 def markdown_table(results: list[dict], ratios: dict) -> str:
-    lines = ["| impl | device | workers | dtype | images/s |", "|---|---|---:|---|---:|"]
+    lines = ["| impl | device | workers | allocator | dtype | images/s |", "|---|---|---:|---|---|---:|"]
     for r in results:
         workers = "" if r["workers"] is None else r["workers"]
-        lines.append(f"| {r['impl']} | {r['device']} | {workers} | {r['dtype']} "
+        lines.append(f"| {r['impl']} | {r['device']} | {workers} | {r['allocator']} | {r['dtype']} "
                      f"| {r['images_per_s']:,.0f} |")
     lines.append("")
     lines += [f"{name}: {value:.1f}x" for name, value in ratios.items()]
@@ -165,21 +171,29 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = os.getloadavg()[0]
     results = []
-    for dtype_name in args.dtypes:
-        dtype = DTYPES[dtype_name]
-        for workers in args.workers:
-            rate = bench_baseline(images, workers, dtype, device, sync, args)
-            results.append({"impl": "baseline", "device": "cpu", "workers": workers,
+    # Both sides under glibc's default allocator first, then both again with freed memory kept
+    # (`ssad.cpu.retain_freed_memory`, process-wide and inherited by the DataLoader workers).
+    for allocator in args.allocators:
+        if allocator == "retain" and not retain_freed_memory():
+            print("allocator 'retain' unavailable (not glibc): skipped")
+            continue
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            for workers in args.workers:
+                rate = bench_baseline(images, workers, dtype, device, sync, args)
+                results.append({"impl": "baseline", "device": "cpu", "workers": workers, "allocator": allocator,
+                                "dtype": dtype_name, "images_per_s": rate})
+            rate = bench_ssad(images, dtype, device, sync, args)
+            results.append({"impl": "ssad", "device": str(device), "workers": None, "allocator": allocator,
                             "dtype": dtype_name, "images_per_s": rate})
-        rate = bench_ssad(images, dtype, device, sync, args)
-        results.append({"impl": "ssad", "device": str(device), "workers": None,
-                        "dtype": dtype_name, "images_per_s": rate})
 
-    # Compare with the baseline at the most workers measured (2 by default).
+    # Compare with the baseline at the most workers measured (2 by default), allocator by allocator.
     most = max(args.workers)
-    rates = {(r["impl"], r["workers"], r["dtype"]): r["images_per_s"] for r in results}
-    ratios = {f"ssad_vs_baseline_{most}workers_{d}": rates["ssad", None, d] / rates["baseline", most, d]
-              for d in args.dtypes}
+    rates = {(r["impl"], r["workers"], r["allocator"], r["dtype"]): r["images_per_s"] for r in results}
+    ratios = {
+        f"ssad_vs_baseline_{most}workers_{a}_{d}": rates["ssad", None, a, d] / rates["baseline", most, a, d]
+        for a in args.allocators for d in args.dtypes if ("ssad", None, a, d) in rates
+    }
 
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     config.update(images=str(args.images) if args.images else "procedural", num_images=len(images),

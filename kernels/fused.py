@@ -204,6 +204,17 @@ def _source_offsets(rows, cols, cx, cy, sx, sy, cos, sin, height, width):
 
 
 @triton.jit
+def _output_level(x0, x1, x2, matrix_ptr, bias_ptr, sample, c: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr,
+                  C: tl.constexpr):
+    """Channel c of the jittered pixels as the output stores them: uint8 (LO > 0) truncates
+    the offset value to its level, float keeps it. The reference averages these values."""
+    value = _jitter_channel(x0, x1, x2, matrix_ptr, bias_ptr, sample, c, LO, HI, C)
+    if LO > 0:
+        value = tl.floor(value)
+    return value
+
+
+@triton.jit
 def _average_kernel(
     sources_ptr, matrix_ptr, bias_ptr, fill_ptr, vertices_ptr, num_vertices_ptr, fill_mode_ptr,
     origins_ptr, centre_ptr, source_ptr, cos_ptr, sin_ptr,
@@ -212,7 +223,8 @@ def _average_kernel(
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     """Grid (B,). For a sample of fill mode "average_colour", ``fill[sample, c]`` = mean over the
-    defect's pixels of channel c of the jittered source pixels, walking the compositing box in
+    defect's pixels of channel c of the jittered source pixels as stored (uint8: their levels,
+    plus the rounding offset), walking the compositing box in
     BLOCK_H rows at a time (BLOCK_W >= box_w). Other samples do nothing."""
     sample = tl.program_id(0)
     if tl.load(fill_mode_ptr + sample) == AVERAGE:
@@ -237,16 +249,17 @@ def _average_kernel(
             inside = _inside(rows, cols, vertices_ptr, num_vertices, box_x, box_y, box_h, box_w, V)
             offsets = _source_offsets(rows, cols, cx, cy, sx, sy, cos, sin, height, width)
             s0, s1, s2 = _load_channels(sources_ptr, offsets, plane, inside, dtype, C)
-            total0 += tl.where(inside, _jitter_channel(s0, s1, s2, matrix_ptr, bias_ptr, sample, 0, LO, HI, C), 0.0)
+            total0 += tl.where(inside, _output_level(s0, s1, s2, matrix_ptr, bias_ptr, sample, 0, LO, HI, C), 0.0)
             if C == 3:
-                total1 += tl.where(inside, _jitter_channel(s0, s1, s2, matrix_ptr, bias_ptr, sample, 1, LO, HI, C), 0.0)
-                total2 += tl.where(inside, _jitter_channel(s0, s1, s2, matrix_ptr, bias_ptr, sample, 2, LO, HI, C), 0.0)
+                total1 += tl.where(inside, _output_level(s0, s1, s2, matrix_ptr, bias_ptr, sample, 1, LO, HI, C), 0.0)
+                total2 += tl.where(inside, _output_level(s0, s1, s2, matrix_ptr, bias_ptr, sample, 2, LO, HI, C), 0.0)
             count += inside.to(tl.int32)
+        # Back into work units: uint8 adds the rounding offset LO again, as the reference does.
         pixels = tl.maximum(tl.sum(count), 1).to(dtype)
-        tl.store(fill_ptr + sample * C, tl.sum(total0) / pixels)
+        tl.store(fill_ptr + sample * C, tl.sum(total0) / pixels + LO)
         if C == 3:
-            tl.store(fill_ptr + sample * C + 1, tl.sum(total1) / pixels)
-            tl.store(fill_ptr + sample * C + 2, tl.sum(total2) / pixels)
+            tl.store(fill_ptr + sample * C + 1, tl.sum(total1) / pixels + LO)
+            tl.store(fill_ptr + sample * C + 2, tl.sum(total2) / pixels + LO)
 
 
 @triton.jit

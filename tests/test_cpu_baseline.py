@@ -122,9 +122,9 @@ def test_throughput_script_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert {"config", "env", "results", "ratios"} <= data.keys()
-    assert len(data["results"]) == 2 * 3  # (2 worker counts + ssad) x 2 dtypes
+    assert len(data["results"]) == 2 * 3 * 2  # (2 worker counts + ssad) x 2 dtypes x 2 allocators
     assert all(r["images_per_s"] > 0 for r in data["results"])
-    assert set(data["ratios"]) == {"ssad_vs_baseline_1workers_uint8",
-                                   "ssad_vs_baseline_1workers_float32"}
+    assert set(data["ratios"]) == {f"ssad_vs_baseline_1workers_{a}_{d}"
+                                   for a in ("default", "retain") for d in ("uint8", "float32")}
     assert "| impl |" in proc.stdout
     assert not list(tmp_path.glob("*.tmp"))

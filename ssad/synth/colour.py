@@ -35,6 +35,7 @@ def colour_matrix(params: dict[str, Tensor], channels: int) -> tuple[Tensor, Ten
     return gain * rotation, bias
 
 
-def apply_colour(pixels: Tensor, matrix: Tensor, bias: Tensor) -> Tensor:
-    """``matrix @ pixels + bias`` for pixels (B, C, N) float; one batched multiply-add."""
-    return torch.baddbmm(bias[..., None], matrix, pixels)
+def apply_colour(pixels: Tensor, matrix: Tensor, bias: Tensor, out: Tensor | None = None) -> Tensor:
+    """``matrix @ pixels + bias`` for pixels (B, C, N) float; one batched multiply-add, written
+    into ``out`` (B, C, N) of the same dtype when given."""
+    return torch.baddbmm(bias[..., None], matrix, pixels, out=out)

@@ -13,6 +13,8 @@ from .raster import box_origins, compositing_box, destination_pixels, rasterize,
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
 
+_COLOUR_SLICES = 8
+
 
 class WorkingColour(NamedTuple):
     """The colour map of a batch in the units images are processed in.
@@ -82,8 +84,22 @@ def apply(
     matrix, bias, work_dtype = colour.matrix, colour.bias, colour.dtype
 
     def jitter(pixels: Tensor) -> Tensor:
-        return apply_colour(pixels.to(work_dtype), matrix, bias).clamp_(colour.low, colour.high)
+        """(B, C, n) pixels -> colour-jittered, in the images' dtype (uint8 rounds).
 
+        Runs over the batch in a fixed number of slices: the float temporaries stay a fraction
+        of the batch, which on the CPU keeps them in the allocator's reused memory (a fresh
+        50 MB block costs more in page faults than the arithmetic), whatever B is.
+        """
+        result = torch.empty(pixels.shape, dtype=images.dtype, device=pixels.device)
+        for part, m, b, into in zip(*(t.tensor_split(_COLOUR_SLICES) for t in (pixels, matrix, bias, result))):
+            if into.dtype == work_dtype:  # float images: straight into the result
+                apply_colour(part, m, b, out=into).clamp_(colour.low, colour.high)
+            else:  # uint8 (or half) images: a float slice, rounded into the result
+                into.copy_(apply_colour(part.to(work_dtype), m, b).clamp_(colour.low, colour.high))
+        return result
+
+    # From here on all work is in the images' dtype: for uint8 the box gathers, selects and
+    # scatters move a quarter of the bytes floats would.
     out = jitter(images.reshape(batch, channels, -1))  # (B, C, H*W)
 
     origins = box_origins(params["vertices"], box_h, box_w, height, width)
@@ -95,16 +111,18 @@ def apply(
         patch = out.gather(2, where_from)
     else:
         patch = jitter(source_images.reshape(batch, channels, -1).gather(2, where_from))
-    average = (patch * inside).sum(dim=2, keepdim=True) / inside.sum(dim=2, keepdim=True).clamp_min(1)
-    flat = colour.flat[..., None]
+    # Per-sample constant fill (B, C, 1): the average colour of the (jittered) source region, or
+    # the flat colour; uint8 rounds the average (colour.low holds the rounding offset).
+    weights = inside.to(work_dtype).transpose(1, 2)  # (B, N, 1)
+    average = torch.bmm(patch.to(work_dtype), weights) / weights.sum(dim=1, keepdim=True).clamp_min(1)
     mode = params["fill_mode"][:, None, None]
-    fill = torch.where(mode == 0, patch, torch.where(mode == 1, average, flat))
+    constant = torch.where(mode == 1, average + colour.low, colour.flat[..., None]).clamp_(colour.low, colour.high)
+    fill = torch.where(mode == 0, patch, constant.to(images.dtype))
 
     out.scatter_(2, where_to, torch.where(inside, fill, out.gather(2, where_to)))
     masks = torch.zeros(batch, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(1, where_to[:, 0], inside[:, 0])
-    out = out.reshape(batch, channels, height, width).to(images.dtype)
-    return out, masks.reshape(batch, 1, height, width)
+    return out.reshape(batch, channels, height, width), masks.reshape(batch, 1, height, width)
 
 
 def _use_fused(images: Tensor, config: SynthConfig) -> bool:

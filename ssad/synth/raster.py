@@ -86,9 +86,10 @@ def source_pixels(params: dict[str, Tensor], origins: Tensor, box_h: int, box_w:
     sx, sy = params["source"][:, :, None, None].unbind(1)
     dx = origins[:, 0, None, None].float() + torch.arange(box_w, device=device) + 0.5 - cx  # (B, 1, box_w)
     dy = origins[:, 1, None, None].float() + torch.arange(box_h, device=device)[:, None] + 0.5 - cy  # (B, box_h, 1)
-    qx = (sx + dx * cos - dy * sin).floor().long().clamp(0, width - 1)
-    qy = (sy + dx * sin + dy * cos).floor().long().clamp(0, height - 1)
-    return (qy * width + qx).reshape(origins.shape[0], -1)
+    # Floors and clamps in float (exact for image sides below 2**24), one cast at the end.
+    qx = (sx + dx * cos - dy * sin).floor_().clamp_(0, width - 1)
+    qy = (sy + dx * sin + dy * cos).floor_().clamp_(0, height - 1)
+    return qy.mul_(width).add_(qx).long().reshape(origins.shape[0], -1)
 
 
 def destination_pixels(origins: Tensor, box_h: int, box_w: int, width: int) -> Tensor:
