@@ -27,6 +27,7 @@ import torch
 
 from ssad.atomic import atomic_write
 from ssad.config import TrainConfig
+from ssad.cpu import retain_freed_memory
 from ssad.model import create_model
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.train import optimisation_step, pretext_batch
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    if device.type == "cpu":
+        retain_freed_memory()  # as `python -m ssad.run` does on the CPU
     cfg = TrainConfig(compile=args.compile)
     torch.manual_seed(0)
     generator = torch.Generator(device).manual_seed(0)

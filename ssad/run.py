@@ -7,8 +7,8 @@ Each run trains the pretext model, fits densities on the normal training images,
 images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
 config), ``meta.json`` (versions, seed, device, initialisation, notes), ``train_log.jsonl``,
 ``checkpoint.pt``, ``metrics.json``, ``synthetic_samples.png``, ``roc.png`` and
-``test_images/<defect>_<stem>.png`` (image | ground truth | anomaly map). A run folder is never overwritten; ``--resume``
-continues the run in ``--out`` (or the newest run of the category).
+``test_images/<defect>_<stem>.png`` (image | ground truth | anomaly map). A run folder is never
+overwritten; ``--resume`` continues the run in ``--out`` (or the newest run of the category).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch.distributed as dist
 import ssad
 from ssad.atomic import atomic_write
 from ssad.config import RunConfig, load_config
+from ssad.cpu import retain_freed_memory
 from ssad.data import (
     DEMO_CATEGORIES,
     CategoryData,
@@ -106,8 +107,10 @@ def _main(args: argparse.Namespace) -> int:
     config = resolve_run_config(args)
     device = torch.device(args.device) if args.device else init_distributed()
     notes = RunNotes()
-    if device.type == "cpu" and not args.device:
-        notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
+    if device.type == "cpu":
+        retain_freed_memory()  # large per-step tensors reuse memory instead of faulting in fresh pages
+        if not args.device:
+            notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
 
     root = _data_root(args)
     categories = _categories(root, config.data.category, args.demo)
@@ -123,7 +126,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Train, fit, score and report one category; returns its row of metrics."""
     category = config.data.category
-    run_dir = _run_dir(args, category, many)
+    run_dir = _shared_by_ranks(_run_dir(args, category, many) if _is_main_process() else None)
     if args.download and not (root / category).is_dir():
         download_category(root, category)
     with warnings.catch_warnings(record=True) as caught:
@@ -142,9 +145,10 @@ def run_one(
         "versions": _versions(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
-    _write_json(run_dir / "config.json", config.to_dict())
-    if not args.resume:
-        _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
+    if _is_main_process():
+        _write_json(run_dir / "config.json", config.to_dict())
+        if not args.resume:
+            _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -165,6 +169,15 @@ def run_one(
 
 def _is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _shared_by_ranks(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (under torchrun); the value itself otherwise."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _data_root(args: argparse.Namespace) -> Path:

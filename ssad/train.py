@@ -89,7 +89,8 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         model, init_used = create_model(cfg.init, num_classes=3)
-    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
     # Each rank draws its own batches and defects: one stream per rank.
@@ -118,7 +119,6 @@ def train(
     if cfg.compile:
         net = torch.compile(net)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def save() -> None:
         streams = _gather_from_ranks({"generator": generator.get_state(), "sampler": sampler.state_dict()}, world)
