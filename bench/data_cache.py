@@ -9,11 +9,10 @@ Uses a fresh temporary cache folder, so the first load always decodes.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from ssad.atomic import atomic_write
+from ssad.atomic import write_json
 from ssad.data import load_category
 
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['decode_seconds']:.2f} s, from the cache in {result['cached_seconds']:.2f} s "
           f"({result['speedup']:.0f}x faster)")
     if args.out:
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_json(args.out, result)
     return result
 
 

@@ -222,7 +222,7 @@ def throughput(args: argparse.Namespace) -> list[dict]:
                     results.append(record)
                     print(f"  {what:5} {backend:9} {record['dtype']:7} B={batch:5d} "
                           f"{record['images_per_s']:12,.0f} images/s  {record['ms_per_batch']:8.3f} ms")
-            del images
+            del images, steps  # free this batch size's memory before the next, larger one
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     return results

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ssad.atomic import atomic_write
+from ssad.atomic import write_json
 from ssad.config import RunConfig
 from ssad.data import load_category
 from ssad.metrics import aupro, pixel_auroc
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"run": str(args.run), "category": config.data.category, "image_size": config.data.image_size,
               "channels": args.channels, "variants": rows}
     if args.out:
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_json(args.out, result)
     return result
 
 

@@ -21,7 +21,6 @@ reports the median rate. The device is synchronised before the clock is read. Re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cpu_baseline import make_loader
-from ssad.atomic import atomic_write
+from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
            # Other busy processes skew the CPU figures; the load shows whether any were running.
            "load_avg_1m": {"before": load_before, "after": os.getloadavg()[0]}}
     payload = {"config": config, "env": env, "results": results, "ratios": ratios}
-    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+    write_json(args.out, payload)
     print(markdown_table(results, ratios))
     print(f"\nwrote {args.out}")
 

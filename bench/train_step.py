@@ -16,7 +16,6 @@ and reports synthesis as a fraction of the step, as ratios of medians. JSON out:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ssad.atomic import atomic_write
+from ssad.atomic import write_json
 from ssad.config import TrainConfig
 from ssad.cpu import retain_freed_memory
 from ssad.model import create_model
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  synthesis = {result['synthesis_fraction_of_step']:.1%} of a step "
           f"(step with synthesis is {result['step_overhead_ratio']:+.1%} vs presynthesized)")
     if args.out:
-        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_json(args.out, result)
     return result
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 import ssad
-from ssad.atomic import atomic_write
+from ssad.atomic import write_json
 from ssad.config import RunConfig, load_config
 from ssad.cpu import retain_freed_memory
 from ssad.data import (
@@ -146,7 +146,7 @@ def run_one(
         "started": datetime.now().isoformat(timespec="seconds"),
     }
     if _is_main_process():
-        _write_json(run_dir / "config.json", config.to_dict())
+        write_json(run_dir / "config.json", config.to_dict())
         if not args.resume:
             _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
 
@@ -158,10 +158,10 @@ def run_one(
     if not _is_main_process():  # other ranks only helped to train
         return {}
     evaluation = evaluate(result.model, data, config.score)
-    _write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
+    write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
     _save_pictures(data, evaluation, run_dir)
     meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log, notes=notes.lines)
-    _write_json(run_dir / "meta.json", meta)
+    write_json(run_dir / "meta.json", meta)
     print(f"\n{category}: {result.steps} pretext steps ({result.init_used} init), run folder {run_dir}")
     print(metrics_table([{"category": category, **evaluation.metrics}], ["category", *METRICS]))
     return {"category": category, **evaluation.metrics}
@@ -259,9 +259,6 @@ def _versions() -> dict[str, Any]:
         "cuda": torch.version.cuda,
     }
 
-
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2, default=str) + "\n"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Tests of the per-image CPU baseline (bench/cpu_baseline.py) and of the throughput benchmark."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -99,17 +98,6 @@ def test_bad_inputs_raise():
         cpu_baseline.PretextDataset(random_images(1) + random_images(1, size=32))
 
 
-def ssad_synth_available() -> bool:
-    if importlib.util.find_spec("ssad") is None:
-        return False
-    try:
-        from ssad.synth import DefectSynthesizer, SynthConfig  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not ssad_synth_available(), reason="ssad.synth.DefectSynthesizer not importable yet")
 def test_throughput_script_end_to_end(tmp_path):
     out = tmp_path / "result.json"
     env = dict(os.environ)
