@@ -139,9 +139,11 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, desc="pretext", disable=not progress or rank != 0, dynamic_ncols=True)
     images_seen, clock = 0, time.perf_counter()
     try:
+        net.train()
+        model.backbone.requires_grad_(step >= cfg.freeze_backbone_steps)  # the seed's stage one
         while step < cfg.steps:
-            model.backbone.requires_grad_(step >= cfg.freeze_backbone_steps)
-            net.train()
+            if step == cfg.freeze_backbone_steps > 0:
+                model.backbone.requires_grad_(True)  # stage two: the whole network
 
             idx = next(sampler)
             masks = data.object_masks[idx] if data.moves else data.object_masks
