@@ -144,6 +144,20 @@ def test_centres_are_uniform_over_admissible_pixels():
     assert hist.std() / hist.mean() < 0.1
 
 
+def test_no_mask_draws_like_an_all_ones_mask():
+    # Without object masks the centres come from box arithmetic instead of the mask's running
+    # counts: the same random draw must land on the same pixel, near the image border too.
+    shape, config = (4_000, 3, 96, 80), SynthConfig(class_probs=(0.2, 0.4, 0.4))
+    ones = torch.ones(1, 1, 96, 80, dtype=torch.bool)
+    free = sample_params(shape, config, generator=torch.Generator().manual_seed(8))
+    masked = sample_params(shape, config, object_masks=ones, generator=torch.Generator().manual_seed(8))
+    for name in ("centre", "source", "vertices", "mask_fallback"):
+        assert torch.equal(free[name], masked[name]), name
+    col, row = (free["centre"] - 0.5).long().unbind(-1)
+    # Normal samples (no defect) may sit anywhere: together they reach all four borders.
+    assert (int(col.min()), int(col.max()), int(row.min()), int(row.max())) == (0, 79, 0, 95)
+
+
 def test_per_image_masks_and_empty_mask_fallback():
     size = 64
     masks = torch.zeros(3, 1, size, size, dtype=torch.bool)
