@@ -13,6 +13,9 @@ skips what no longer fits:
   (sample_params + apply), reference vs fused, batch 32 to 1024 at 256 x 256, uint8 and float32;
   the median of repeats timed with CUDA events after warmup; ratios and the targets;
 - ``tiles``: the fused `apply` at batch 1024 (uint8) for other tile sizes and warps;
+- ``graphed``: the whole fused synthesizer captured once in a CUDA graph and replayed, uint8, batch
+  32 to 1024: what is left when the launch overhead of the ~250 small sampling ops is gone (a
+  diagnostic for the next step, not a path users take today);
 - ``train_step``, ``synth_throughput``: ``bench/train_step.py`` and ``bench/synth_throughput.py``
   (the per-image CPU baseline), run as subprocesses where they exist; their JSON is embedded;
 - ``pytest``: ``tests/test_kernels.py`` (interpreted cases on the CPU and the CUDA cases).
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     part("equality", lambda: equality(args))
     part("throughput", lambda: throughput(args))
     part("tiles", lambda: tiles(args))
+    part("graphed", lambda: graphed(args))
 
     def budget_left() -> float:
         """Seconds a subprocess may still take (at least 10)."""
@@ -247,6 +251,38 @@ def tiles(args: argparse.Namespace) -> list[dict]:
                         "default": (tile_pixels, num_warps) == (fused.TILE_PIXELS, fused.NUM_WARPS),
                         "images_per_s": batch / seconds, "ms_per_batch": seconds * 1e3})
         print(f"  {results[-1]}")
+    return results
+
+
+def graphed(args: argparse.Namespace) -> list[dict] | dict:
+    """Images/s of the fused synthesizer (sample_params + apply, default generator) replayed from
+    a CUDA graph, against the same calls launched one by one, uint8."""
+    if args.device != "cuda":
+        return {"skipped": "CUDA graphs need a GPU"}
+    from ssad.synth import DefectSynthesizer, SynthConfig
+
+    synth = DefectSynthesizer(SynthConfig(backend="fused", check_values=False))
+    results = []
+    for batch in args.batches:
+        images = random_images((batch, 3, args.size, args.size), torch.uint8, args.device, seed=batch)
+        side = torch.cuda.Stream()  # warm up (compile, allocate) off the capturing stream, as capture requires
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                synth(images)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = synth(images)
+        graph.replay()
+        torch.cuda.synchronize()
+        eager = time_per_call(lambda: synth(images), args)
+        replay = time_per_call(graph.replay, args)
+        results.append({"batch": batch, "eager_images_per_s": batch / eager, "graphed_images_per_s": batch / replay,
+                        "graphed_ms_per_batch": replay * 1e3, "labels_seen": sorted(set(captured.labels.tolist()))})
+        print(f"  {results[-1]}")
+        del images, graph, captured
+        torch.cuda.empty_cache()
     return results
 
 

@@ -6,6 +6,7 @@ package never imports it; `available` says whether the kernels can run for a dev
 
 Triton's interpreter (``TRITON_INTERPRET=1`` set before `ssad.kernels.fused` is first imported)
 runs the kernels on CPU tensors, slowly: that is how the tests compare them with the reference.
+`ssad.kernels.codegen` compiles them for a GPU that is not there, to inspect the machine code.
 """
 
 from __future__ import annotations

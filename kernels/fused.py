@@ -25,6 +25,8 @@ elements are fine.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -34,7 +36,7 @@ from ssad.synth.functional import working_colour
 from ssad.synth.config import FILL_MODES, SynthConfig
 from ssad.synth.raster import box_origins, compositing_box
 
-__all__ = ["fused_apply", "TILE_PIXELS", "NUM_WARPS"]
+__all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS"]
 
 #: Pixels per program of the composite kernel, and its warps (measured by bench/gpu_check.py).
 TILE_PIXELS = 2048
@@ -42,6 +44,16 @@ NUM_WARPS = 8
 
 CUT_PASTE = tl.constexpr(FILL_MODES.index("cut_paste"))
 AVERAGE = tl.constexpr(FILL_MODES.index("average_colour"))
+
+
+class Launch(NamedTuple):
+    """One kernel launch: ``kernel[grid](*args, **options)``; ``options`` holds the constexprs
+    and compile options (num_warps, enable_fp_fusion)."""
+
+    kernel: triton.runtime.JITFunction
+    grid: tuple[int, ...]
+    args: tuple
+    options: dict
 
 
 def fused_apply(
@@ -53,7 +65,26 @@ def fused_apply(
     tile_pixels: int = TILE_PIXELS,
     num_warps: int = NUM_WARPS,
 ) -> tuple[Tensor, Tensor]:
-    """`ssad.synth.functional.apply` in one fused pass (see the module docstring).
+    """`ssad.synth.functional.apply` in one fused pass (see the module docstring); arguments as
+    `plan`. Returns images (B, C, H, W) of the input dtype and masks (B, 1, H, W) bool."""
+    out, masks, launches = plan(images, params, config, source_images, tile_pixels=tile_pixels,
+                                num_warps=num_warps)
+    for launch in launches:
+        launch.kernel[launch.grid](*launch.args, **launch.options)
+    return out, masks.view(torch.bool)
+
+
+def plan(
+    images: Tensor,
+    params: dict[str, Tensor],
+    config: SynthConfig,
+    source_images: Tensor | None = None,
+    *,
+    tile_pixels: int = TILE_PIXELS,
+    num_warps: int = NUM_WARPS,
+) -> tuple[Tensor, Tensor, list[Launch]]:
+    """Everything `fused_apply` does short of launching: the per-sample tensors the kernels read,
+    the output buffers (uninitialised) and the launches, in order, that fill them.
 
     Args:
         images: (B, C, H, W) uint8 or float in [0, 1], C in {1, 3}, on a CUDA device (or on the
@@ -63,7 +94,8 @@ def fused_apply(
         source_images: like ``images``; where cut-paste takes its patch (the images when None).
         tile_pixels, num_warps: launch shape of the composite kernel (powers of two).
 
-    Returns images (B, C, H, W) of the input dtype and masks (B, 1, H, W) bool.
+    Returns ``out`` (B, C, H, W) like ``images``, ``masks`` (B, 1, H, W) uint8 and the launches.
+    Compiling the launches for a GPU that is not there (``bench/kernel_codegen.py``) starts here.
     """
     _check(images, params, source_images)
     batch, channels, height, width = images.shape
@@ -93,19 +125,19 @@ def fused_apply(
     constants = dict(LO=colour.low, HI=colour.high, C=channels, V=vertices.shape[1], enable_fp_fusion=False)
 
     box_block_w = triton.next_power_of_2(box_w)
-    _average_kernel[(batch,)](
-        sources, *per_sample, height, width, box_h, box_w,
-        BLOCK_H=max(1, TILE_PIXELS // box_block_w), BLOCK_W=box_block_w, num_warps=4, **constants,
+    average = Launch(
+        _average_kernel, (batch,), (sources, *per_sample, height, width, box_h, box_w),
+        dict(BLOCK_H=max(1, TILE_PIXELS // box_block_w), BLOCK_W=box_block_w, num_warps=4, **constants),
     )
-
     block_w = min(triton.next_power_of_2(width), tile_pixels)
     block_h = min(max(1, tile_pixels // block_w), triton.next_power_of_2(height))
     tiles_w, tiles_h = triton.cdiv(width, block_w), triton.cdiv(height, block_h)
-    _composite_kernel[(batch * tiles_h * tiles_w,)](
-        images, sources, out, masks, *per_sample, height, width, box_h, box_w, tiles_w, tiles_h * tiles_w,
-        BLOCK_H=block_h, BLOCK_W=block_w, num_warps=num_warps, **constants,
+    composite = Launch(
+        _composite_kernel, (batch * tiles_h * tiles_w,),
+        (images, sources, out, masks, *per_sample, height, width, box_h, box_w, tiles_w, tiles_h * tiles_w),
+        dict(BLOCK_H=block_h, BLOCK_W=block_w, num_warps=num_warps, **constants),
     )
-    return out, masks.view(torch.bool)
+    return out, masks, [average, composite]
 
 
 def _check(images: Tensor, params: dict[str, Tensor], source_images: Tensor | None) -> None:

@@ -13,6 +13,7 @@ colour map's sum of products rounds differently, rarely; cut-paste picks the sam
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -157,37 +158,52 @@ def test_cpu_path_never_imports_triton():
 # --- compiled -------------------------------------------------------------------------------------
 
 
-def test_kernels_compile_for_hopper():
-    """Both kernels compile to sm_90 machine code (no GPU needed), with vectorized image loads."""
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_kernels_compile_for_hopper(dtype):
+    """The launches of 256 x 256 RGB batches compile to sm_90 code (no GPU needed), specialised as
+    the launcher would: IEEE division without contraction (so masks match the reference), no
+    register spills, and the image and mask written in wide stores only."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("TRITON_INTERPRET=1 in this process: the kernels are interpreted, not compiled")
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from ssad.kernels import codegen, fused
 
-    from ssad.kernels import fused
+    images, _, params, config = Case(dtype=dtype, height=256, width=256, batch=2).inputs()
+    _, _, launches = fused.plan(images, params, config)
+    for launch in launches:
+        compiled = codegen.compile_launch(launch, arch=90)
+        ptx, name = compiled.asm["ptx"], launch.kernel.fn.__name__
+        assert "div.rn.f32" in ptx and "fma.rn.f32" not in ptx, name
+        assert codegen.resource_usage(compiled.asm["cubin"])["LOCAL"] == 0, f"{name} spills registers"
+        if launch.kernel is fused._composite_kernel:
+            stores = {access: n for access, n in codegen.global_accesses(ptx).items() if access.startswith("st")}
+            assert stores and all(int(access[3:-1]) >= 8 for access in stores), stores
 
-    per_sample = {"matrix_ptr": "*fp32", "bias_ptr": "*fp32", "fill_ptr": "*fp32", "vertices_ptr": "*fp32",
-                  "num_vertices_ptr": "*i64", "fill_mode_ptr": "*i64", "origins_ptr": "*i64",
-                  "centre_ptr": "*fp32", "source_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32"}
-    constants = {"LO": 0.5, "HI": 255.5, "C": 3, "V": 8, "BLOCK_H": 8, "BLOCK_W": 256}
-    sizes = ("height", "width", "box_h", "box_w")
-    kernels = {
-        fused._composite_kernel: {"images_ptr": "*u8", "sources_ptr": "*u8", "out_ptr": "*u8", "masks_ptr": "*u8",
-                                  **per_sample, **dict.fromkeys(sizes + ("tiles_w", "tiles_per_image"), "i32")},
-        fused._average_kernel: {"sources_ptr": "*u8", **per_sample, **dict.fromkeys(sizes, "i32")},
-    }
-    for kernel, types in kernels.items():
-        # What the launcher infers for 256 x 256 images: aligned pointers, sizes that are multiples of 16.
-        aligned = [kernel.arg_names.index(n) for n in types if n.endswith("_ptr") or n in ("height", "width")]
-        source = ASTSource(fn=kernel, signature={**types, **dict.fromkeys(constants, "constexpr")},
-                           constexprs=constants, attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                  options={"num_warps": fused.NUM_WARPS, "enable_fp_fusion": False})
-        ptx = compiled.asm["ptx"]
-        assert "div.rn.f32" in ptx and "fma.rn.f32" not in ptx  # IEEE division, no contraction
-        if kernel is fused._composite_kernel:
-            assert "ld.global.v" in ptx and "st.global.v" in ptx  # vectorized image loads and stores
+
+def test_global_accesses_reads_widths():
+    from ssad.kernels.codegen import global_accesses
+
+    ptx = "ld.global.L1::evict_last.v4.b32 {a, b, c, d}, [x];\n st.global.b8 [x], r;\n ld.global.nc.v2.b16 {a, b}, [x];\n"
+    assert global_accesses(ptx) == {"ld 16B": 1, "ld 4B": 1, "st 1B": 1}
+
+
+def test_warps_per_sm_follows_the_occupancy_limits():
+    from ssad.kernels.codegen import warps_per_sm
+
+    assert warps_per_sm(96, 8) == 16  # registers bound: 2 blocks of 8 warps
+    assert warps_per_sm(32, 4) == 64  # the SM's 64 warps bound
+    assert warps_per_sm(16, 1) == 32  # the SM's 32 blocks bound
+
+
+def test_codegen_bench_writes_json(tmp_path):
+    out = tmp_path / "codegen.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "kernel_codegen.py"), "--size", "64", "--dtypes", "uint8",
+                    "--channels", "1", "--out", str(out)], env=env, cwd=ROOT, check=True, capture_output=True,
+                   timeout=300)
+    report = json.loads(out.read_text())
+    assert report["target"] == "sm_90"
+    assert {r["kernel"] for r in report["results"]} == {"_average_kernel", "_composite_kernel"}
+    assert all(r["registers"] > 0 and 0 < r["warps_per_sm"] <= 64 for r in report["results"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
