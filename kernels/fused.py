@@ -3,8 +3,8 @@
 `fused_apply` computes what `ssad.synth.functional.apply` computes, with two Triton launches:
 
 1. ``_average_kernel``, one program per sample: for samples whose fill mode is "average_colour",
-   the mean of the colour-jittered source pixels over the defect, walking only the sample's
-   compositing box (other samples return at once). It overwrites their row of the per-sample fill
+   the mean of the colour-jittered source pixels over the defect, walking only the rows of the
+   sample's compositing box that the defect spans (other samples return at once). It overwrites their row of the per-sample fill
    colour, which holds the flat colour otherwise.
 2. ``_composite_kernel``, one program per (sample, tile of BLOCK_H x BLOCK_W pixels): reads each
    pixel of every channel once, jitters it, tests it against the sample's polygon, fetches the fill
@@ -254,30 +254,39 @@ def _average_kernel(
     LO: tl.constexpr, HI: tl.constexpr, C: tl.constexpr, V: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    """Grid (B,). For a sample of fill mode "average_colour", ``fill[sample, c]`` = mean over the
-    defect's pixels of channel c of the jittered source pixels as stored (uint8: their levels,
-    plus the rounding offset), walking the compositing box in
-    BLOCK_H rows at a time (BLOCK_W >= box_w). Other samples do nothing."""
+    """Grid (B,). For a sample of fill mode "average_colour" with a defect, ``fill[sample, c]`` =
+    mean over the defect's pixels of channel c of the jittered source pixels as stored (uint8:
+    their levels, plus the rounding offset), walking BLOCK_H rows at a time (BLOCK_W >= box_w)
+    over the box's rows that the polygon spans. Other samples do nothing."""
     sample = tl.program_id(0)
-    if tl.load(fill_mode_ptr + sample) == AVERAGE:
+    num_vertices = tl.load(num_vertices_ptr + sample)
+    if (tl.load(fill_mode_ptr + sample) == AVERAGE) & (num_vertices > 0):
         dtype = matrix_ptr.dtype.element_ty
         plane = height * width
         sources_ptr += sample.to(tl.int64) * C * plane
         vertices_ptr += sample * V * 2
-        num_vertices = tl.load(num_vertices_ptr + sample)
         box_x = tl.load(origins_ptr + 2 * sample).to(tl.int32)
         box_y = tl.load(origins_ptr + 2 * sample + 1).to(tl.int32)
         cx, cy = tl.load(centre_ptr + 2 * sample), tl.load(centre_ptr + 2 * sample + 1)
         sx, sy = tl.load(source_ptr + 2 * sample), tl.load(source_ptr + 2 * sample + 1)
         cos, sin = tl.load(cos_ptr + sample), tl.load(sin_ptr + sample)
+        # Rows floor(min y) .. floor(max y) hold every pixel centre the polygon can contain; with
+        # the default config at 256 x 256 a scar spans about a quarter of the box's rows, a
+        # polygon half. Samples without a defect (label 0) have nothing to average.
+        top, bottom = tl.load(vertices_ptr + 1), tl.load(vertices_ptr + 1)
+        for k in tl.static_range(1, V):
+            top = tl.minimum(top, tl.load(vertices_ptr + 2 * k + 1))
+            bottom = tl.maximum(bottom, tl.load(vertices_ptr + 2 * k + 1))
+        first = tl.maximum(tl.floor(top).to(tl.int32), box_y)
+        end = tl.minimum(tl.floor(bottom).to(tl.int32) + 1, box_y + box_h)
         cols = box_x + tl.arange(0, BLOCK_W)[None, :]
         # Sums per channel (total1, total2 stay unused for C == 1) and the pixel count.
         total0 = tl.zeros((BLOCK_H, BLOCK_W), dtype)
         total1 = tl.zeros((BLOCK_H, BLOCK_W), dtype)
         total2 = tl.zeros((BLOCK_H, BLOCK_W), dtype)
         count = tl.zeros((BLOCK_H, BLOCK_W), tl.int32)
-        for r in range(0, box_h, BLOCK_H):
-            rows = box_y + r + tl.arange(0, BLOCK_H)[:, None]
+        for r in range(first, end, BLOCK_H):
+            rows = r + tl.arange(0, BLOCK_H)[:, None]
             inside = _inside(rows, cols, vertices_ptr, num_vertices, box_x, box_y, box_h, box_w, V)
             offsets = _source_offsets(rows, cols, cx, cy, sx, sy, cos, sin, height, width)
             s0, s1, s2 = _load_channels(sources_ptr, offsets, plane, inside, dtype, C)
