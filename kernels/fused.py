@@ -4,8 +4,8 @@
 
 1. ``_average_kernel``, one program per sample: for samples whose fill mode is "average_colour",
    the mean of the colour-jittered source pixels over the defect, walking only the rows of the
-   sample's compositing box that the defect spans (other samples return at once). It overwrites their row of the per-sample fill
-   colour, which holds the flat colour otherwise.
+   sample's compositing box that the defect spans (other samples return at once). It overwrites
+   their row of the per-sample fill colour, which holds the flat colour otherwise.
 2. ``_composite_kernel``, one program per (sample, tile of BLOCK_H x BLOCK_W pixels): reads each
    pixel of every channel once, jitters it, tests it against the sample's polygon, fetches the fill
    (the jittered source pixel for cut-paste, gathered only inside the defect; else the fill
