@@ -7,6 +7,9 @@ Times, on one device and with ssad's own step functions (`ssad.train.pretext_bat
 - ``presynthesized``: the same optimisation step fed a batch synthesized beforehand;
 - ``synthesis_only``: the data side alone.
 
+With ``--cuda-graph`` the data side is replayed from a CUDA graph (`ssad.graphs.CudaGraphed`)
+instead of launching its few hundred small kernels one by one.
+
 and reports synthesis as a fraction of the step, as ratios of medians. JSON out:
 
     python bench/train_step.py --device cpu --out bench/results/train_step_cpu.json
@@ -27,6 +30,7 @@ import torch
 from ssad.atomic import write_json
 from ssad.config import TrainConfig
 from ssad.cpu import retain_freed_memory
+from ssad.graphs import CudaGraphed
 from ssad.model import create_model
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.train import optimisation_step, pretext_batch
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay the data side from a CUDA graph")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -74,9 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     fixed = pretext_batch(images[: args.batch], object_masks, None, synth, cfg, generator)
 
+    def make_batch(normal: torch.Tensor):
+        return pretext_batch(normal, object_masks, None, synth, cfg, generator)
+
+    if args.cuda_graph:  # each batch is used up by its step before the next replay: no copies
+        make_batch = CudaGraphed(make_batch, generator=generator, clone=False)
+
     def data_side():
         idx = torch.randint(len(images), (args.batch,), generator=generator, device=device)
-        return pretext_batch(images[idx], object_masks, None, synth, cfg, generator)
+        return make_batch(images[idx])
 
     def with_synthesis():
         out = data_side()
