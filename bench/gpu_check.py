@@ -15,11 +15,12 @@ skips what no longer fits:
 - ``tiles``: the fused `apply` at batch 1024 (uint8) for other tile sizes and warps;
 - ``graphed``: the whole fused synthesizer replayed from a CUDA graph (`ssad.graphs.CudaGraphed`)
   against eager calls, uint8, batch 32 to 1024: the launch overhead of the ~250 small sampling ops;
-- ``train_step``, ``train_step_graphed``, ``synth_throughput``: ``bench/train_step.py`` (eager,
-  then with the data side replayed from a CUDA graph) and ``bench/synth_throughput.py`` (the
-  per-image CPU baseline), run as subprocesses where they exist; their JSON is embedded;
+- ``train_step``, ``train_step_graphed``: ``bench/train_step.py``, eager, then with the data side
+  replayed from a CUDA graph, as subprocesses; their JSON is embedded;
 - ``pytest``: ``tests/test_kernels.py`` and ``tests/test_graphs.py`` (interpreted cases on the CPU,
-  the CUDA cases, the CUDA-graph replays).
+  the CUDA cases, the CUDA-graph replays);
+- ``synth_throughput``: ``bench/synth_throughput.py``, the per-image CPU baseline beside the
+  engine on the GPU (last: what a short budget loses first).
 
 Everything goes into ONE file, ``gpu_check.json`` in ``$OUT`` when set (else ``bench/results/``),
 rewritten atomically after every part, so a run cut short keeps what it measured.
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     part("train_step", lambda: run_bench_script("train_step.py", train_step_args, timeout=min(120.0, budget_left())))
     part("train_step_graphed", lambda: run_bench_script(
         "train_step.py", [*train_step_args, "--cuda-graph"], timeout=min(120.0, budget_left())))
+    part("pytest", lambda: run_pytest(timeout=min(150.0, budget_left())))
     part("synth_throughput", lambda: run_bench_script(
         "synth_throughput.py",
         ["--device", "cpu", "--size", "64", "--batch", "8", "--batches", "1", "--warmup", "0", "--repeats", "1",
@@ -122,7 +124,6 @@ def main(argv: list[str] | None = None) -> None:
                               "--allocators", "default"],
         timeout=min(120.0, budget_left()),
     ))
-    part("pytest", lambda: run_pytest(timeout=min(150.0, budget_left())))
     summarise(report)
     write_report(args.out, report)
     print(json.dumps(report.get("summary", {}), indent=2))

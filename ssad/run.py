@@ -260,6 +260,5 @@ def _versions() -> dict[str, Any]:
     }
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

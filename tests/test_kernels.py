@@ -80,6 +80,8 @@ CASES |= {
     "c3-float16-mixed": Case(dtype=torch.float16),
     "c3-float64-mixed": Case(dtype=torch.float64),
     "c3-uint8-clipped-by-box": Case(replay_smaller_defects=True),
+    # The GPU's launch shapes: 8 x 256 tiles, and several row blocks per average-colour defect.
+    "c3-uint8-256x256-mostly-average": Case(height=256, width=256, batch=6, fill_probs=(0.2, 0.6, 0.2)),
 }
 
 
