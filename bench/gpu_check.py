@@ -17,8 +17,8 @@ skips what no longer fits:
   against eager calls, uint8, batch 32 to 1024: the launch overhead of the ~250 small sampling ops;
 - ``train_step``, ``train_step_graphed``: ``bench/train_step.py``, eager, then with the data side
   replayed from a CUDA graph, as subprocesses; their JSON is embedded;
-- ``pytest``: ``tests/test_kernels.py`` and ``tests/test_graphs.py`` (interpreted cases on the CPU,
-  the CUDA cases, the CUDA-graph replays);
+- ``pytest``: ``tests/test_kernels.py``, ``tests/test_graphs.py`` and the CUDA-graph training test
+  of ``tests/test_train.py`` (interpreted cases on the CPU, the CUDA cases, the graph replays);
 - ``synth_throughput``: ``bench/synth_throughput.py``, the per-image CPU baseline beside the
   engine on the GPU (last: what a short budget loses first).
 
@@ -298,7 +298,7 @@ def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
 
 def run_pytest(timeout: float) -> dict:
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py",
-                          "tests/test_graphs.py"],
+                          "tests/test_graphs.py", "tests/test_train.py::test_cuda_graph_training_equals_eager_and_resumes_exactly"],
                          cwd=ROOT, env=compiled_env(), capture_output=True, text=True, timeout=timeout)
     return {"returncode": run.returncode, "passed": run.returncode == 0, "tail": (run.stdout + run.stderr)[-3000:]}
 

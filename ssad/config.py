@@ -47,6 +47,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     channels_last: bool = True
     compile: bool = False
+    #: Replay the data side of each step from a CUDA graph (`ssad.graphs.CudaGraphed`); same
+    #: batches, one launch instead of a few hundred. CUDA only; ignored elsewhere.
+    cuda_graph: bool = False
     checkpoint_every: int = 1000
     log_every: int = 50
     seed: int = 0

@@ -8,8 +8,10 @@ needs to run them all. Captured once in a CUDA graph, they replay with one launc
 first use and replays after copying the inputs into the graph's own buffers. The function must be
 capturable: static shapes and no value read back to the host (the synthesizer with
 ``SynthConfig(check_values=False)`` is both). Its random draws come from ``generator``, which the
-graph registers, or from the device's default generator; each replay advances the generator, so
-each call draws anew. Off CUDA it is a plain call.
+graph registers, or from the device's default generator. Each replay advances the generator as the
+eager call would and draws what it would draw: capturing leaves ``generator``'s stream where it was,
+so a seeded run replays the same batches with or without graphs, and resumes the same. Off CUDA it
+is a plain call.
 
 Example::
 
@@ -50,7 +52,7 @@ class CudaGraphed(Generic[T]):
         generator: the generator ``fn`` draws from, if any; a CUDA one is registered with each
             graph (off CUDA nothing is captured, and any generator will do).
         warmup: eager calls on a side stream before a capture (they compile kernels and fill
-            the allocator's pools, as capture requires; they also advance the generator).
+            the allocator's pools, as capture requires); ``generator`` is rewound after them.
         clone: return copies of the outputs. Without copies each call overwrites the tensors the
             previous call returned (the graph's own buffers): faster, and safe when they are used
             up before the next call, as in a training step.
@@ -85,12 +87,15 @@ class CudaGraphed(Generic[T]):
     def _capture(self, inputs: tuple[Tensor | None, ...]) -> _Captured:
         buffers = [None if t is None else t.clone() for t in inputs]
         device = next(t.device for t in inputs if t is not None)
+        rewind = None if self.generator is None else self.generator.get_state()
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
                 self.fn(*buffers)
         torch.cuda.current_stream(device).wait_stream(side)
+        if rewind is not None:
+            self.generator.set_state(rewind)
 
         graph = torch.cuda.CUDAGraph()
         if self.generator is not None:

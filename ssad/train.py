@@ -3,7 +3,8 @@
 One step, in order: draw indices -> gather normal images on the device -> light geometric
 augmentation -> `DefectSynthesizer` (colour jitter for all, defects for labels 1 and 2) ->
 ImageNet normalisation -> ResNet-18 -> cross-entropy -> SGD. Nothing runs on the CPU between
-steps, and the loop reads a value back only when it logs.
+steps, and the loop reads a value back only when it logs. With ``train.cuda_graph`` on CUDA the
+data side is replayed from a CUDA graph (`ssad.graphs.CudaGraphed`): the same batches, one launch.
 
 Runs on one device, or under ``torchrun --nproc_per_node N`` with DistributedDataParallel (nccl
 on GPUs, gloo on CPUs): each rank synthesizes its own share of the batch with its own stream.
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from ssad.checkpoint import load_checkpoint, save_checkpoint
 from ssad.config import RunConfig, TrainConfig
 from ssad.data import BatchSampler, CategoryData
+from ssad.graphs import CudaGraphed
 from ssad.model import PretextModel, create_model, normalise
 from ssad.synth import DefectSynthesizer, SynthOutput
 
@@ -99,6 +101,12 @@ def train(
     # Augmented images are floats in [0, 1] by construction: skip the range check and its read-back.
     synth = DefectSynthesizer(replace(config.synth, check_values=False))
 
+    def make_batch(normal: Tensor, object_masks: Tensor, sources: Tensor | None) -> SynthOutput:
+        return pretext_batch(normal, object_masks, sources, synth, cfg, generator)
+
+    if cfg.cuda_graph and device.type == "cuda":  # a batch is used up by its step: no copies
+        make_batch = CudaGraphed(make_batch, generator=generator, clone=False)
+
     step = 0
     if resume:
         state = load_checkpoint(checkpoint_path(run_dir), config, device)
@@ -147,7 +155,7 @@ def train(
 
             idx = next(sampler)
             masks = data.object_masks[idx] if data.moves else data.object_masks
-            out = pretext_batch(data.train[idx], masks, data.source_images, synth, cfg, generator)
+            out = make_batch(data.train[idx], masks, data.source_images)
             loss, logits = optimisation_step(net, optimizer, out.images, out.labels, autocast, memory_format)
             schedule.step()
             step += 1

@@ -1,5 +1,5 @@
-"""`ssad.graphs.CudaGraphed`: a plain call off CUDA; on CUDA, replays that draw anew each call and
-compute what the eager synthesizer computes for the parameters they drew."""
+"""`ssad.graphs.CudaGraphed`: a plain call off CUDA; on CUDA, replays that draw what eager calls
+from the same generator state draw, and compute what the eager synthesizer computes."""
 
 from __future__ import annotations
 
@@ -66,14 +66,15 @@ def test_replays_compute_what_eager_apply_computes(dtype):
 
 
 @needs_cuda
-def test_same_seed_same_batches_and_one_graph_per_shape():
-    runs = []
-    for _ in range(2):
-        graphed, _ = _graphed_synth(seed=5)
-        runs.append([graphed(_images()).params["vertices"], graphed(_images(batch=32)).params["vertices"]])
-        assert graphed.num_graphs == 2
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+def test_replays_draw_what_eager_calls_draw_one_graph_per_shape():
+    graphed, config = _graphed_synth(seed=5)
+    synth, generator = DefectSynthesizer(config), torch.Generator("cuda").manual_seed(5)
+    for batch in (64, 32, 64):  # two shapes, two graphs; the second 64 replays the first graph
+        out, eager = graphed(_images(batch)), synth(_images(batch), generator=generator)
+        for name in ("labels", "vertices", "fill_mode", "flat_colour"):
+            assert torch.equal(out.params[name], eager.params[name]), name
+        assert torch.equal(out.images, eager.images) and torch.equal(out.masks, eager.masks)
+    assert graphed.num_graphs == 2
 
 
 @needs_cuda

@@ -23,10 +23,15 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     make_demo_dataset(root, image_size=SIZE, n_train=40, n_test=6, categories=("demo_object",))
-    return load_category(root, "demo_object", image_size=SIZE, cache_dir=root / "cache")
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo(demo_root):
+    return load_category(demo_root, "demo_object", image_size=SIZE, cache_dir=demo_root / "cache")
 
 
 def _config(steps: int, **train):
@@ -48,20 +53,45 @@ def test_short_run_lowers_loss_and_beats_chance_on_held_back_batches(demo, tmp_p
     assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 12
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(demo, tmp_path):
-    config = _config(6, checkpoint_every=2, log_every=1)
-    straight = train(config, demo, tmp_path / "straight", progress=False).model.state_dict()
+def _trained_with_an_interruption(config, data, run_dir: Path, at_step: int = 3) -> dict[str, torch.Tensor]:
+    """Weights of a run stopped by Ctrl-C after ``at_step`` steps, then resumed to the end."""
 
     def interrupt(step, log):
-        if step == 3:
+        if step == at_step:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(config, demo, tmp_path / "resumed", progress=False, on_step=interrupt)
-    assert load_checkpoint(checkpoint_path(tmp_path / "resumed"), config)["step"] == 3
-    resumed = train(config, demo, tmp_path / "resumed", resume=True, progress=False).model.state_dict()
+        train(config, data, run_dir, progress=False, on_step=interrupt)
+    assert load_checkpoint(checkpoint_path(run_dir), config, data.train.device)["step"] == at_step
+    return train(config, data, run_dir, resume=True, progress=False).model.state_dict()
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(demo, tmp_path):
+    config = _config(6, checkpoint_every=2, log_every=1)
+    straight = train(config, demo, tmp_path / "straight", progress=False).model.state_dict()
+    resumed = _trained_with_an_interruption(config, demo, tmp_path / "resumed")
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_training_equals_eager_and_resumes_exactly(demo_root, tmp_path, monkeypatch):
+    # Deterministic cuDNN, so that equal batches give equal weights.
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    data = load_category(demo_root, "demo_object", image_size=SIZE, cache_dir=demo_root / "cache", device="cuda")
+    eager = train(_config(6, checkpoint_every=2, log_every=1), data, tmp_path / "eager", progress=False)
+    config = _config(6, checkpoint_every=2, log_every=1, cuda_graph=True)
+    straight = train(config, data, tmp_path / "straight", progress=False).model.state_dict()
+    resumed = _trained_with_an_interruption(config, data, tmp_path / "resumed")
+    for key, value in eager.model.state_dict().items():
+        assert torch.equal(value, straight[key]) and torch.equal(value, resumed[key]), key
+
+
+def test_cuda_graph_is_ignored_off_cuda(demo, tmp_path):
+    eager = train(_config(2), demo, tmp_path / "eager", progress=False).model.state_dict()
+    asked = train(_config(2, cuda_graph=True), demo, tmp_path / "asked", progress=False).model.state_dict()
+    assert all(torch.equal(value, asked[key]) for key, value in eager.items())
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused(demo, tmp_path):
