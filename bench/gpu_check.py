@@ -41,6 +41,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -205,33 +206,37 @@ def equality(args: argparse.Namespace) -> list[dict]:
 
 def throughput(args: argparse.Namespace) -> list[dict]:
     """Images/s of reference and fused: `apply` alone and the whole synthesizer."""
-    from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
-
     results = []
     for dtype in (torch.uint8, torch.float32):
         for batch in args.batches:
-            shape = (batch, 3, args.size, args.size)
-            images = random_images(shape, dtype, args.device, seed=batch)
-            for backend in ("reference", "fused"):
-                config = SynthConfig(backend=backend, check_values=False)  # no read-back in the loop
-                generator = torch.Generator(args.device).manual_seed(0)
-                params = sample_params(shape, config, device=args.device, generator=generator)
-                synth = DefectSynthesizer(config)
-                steps = {"apply": lambda: apply(images, params, config),
-                         "synth": lambda: synth(images, generator=generator)}
-                for what, step in steps.items():
-                    seconds = time_per_call(step, args)
-                    record = {"what": what, "impl": backend, "dtype": str(dtype).removeprefix("torch."),
-                              "batch": batch, "ms_per_batch": seconds * 1e3, "images_per_s": batch / seconds}
-                    # Bytes a single pass must move: read and write every channel, write the mask.
-                    moved = batch * args.size**2 * (2 * 3 * images.element_size() + 1)
-                    record["min_traffic_gb_per_s"] = moved / seconds / 1e9
-                    results.append(record)
-                    print(f"  {what:5} {backend:9} {record['dtype']:7} B={batch:5d} "
-                          f"{record['images_per_s']:12,.0f} images/s  {record['ms_per_batch']:8.3f} ms")
-            del images, steps  # free this batch size's memory before the next, larger one
-            if args.device == "cuda":
+            results += _throughput_at(batch, dtype, args)
+            if args.device == "cuda":  # this batch size's memory goes back before the next, larger one
                 torch.cuda.empty_cache()
+    return results
+
+
+def _throughput_at(batch: int, dtype: torch.dtype, args: argparse.Namespace) -> list[dict]:
+    from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
+
+    shape = (batch, 3, args.size, args.size)
+    images = random_images(shape, dtype, args.device, seed=batch)
+    results = []
+    for backend in ("reference", "fused"):
+        config = SynthConfig(backend=backend, check_values=False)  # no read-back in the loop
+        generator = torch.Generator(args.device).manual_seed(0)
+        params = sample_params(shape, config, device=args.device, generator=generator)
+        synth = DefectSynthesizer(config)
+        steps = {"apply": partial(apply, images, params, config), "synth": partial(synth, images, generator=generator)}
+        for what, step in steps.items():
+            seconds = time_per_call(step, args)
+            record = {"what": what, "impl": backend, "dtype": str(dtype).removeprefix("torch."),
+                      "batch": batch, "ms_per_batch": seconds * 1e3, "images_per_s": batch / seconds}
+            # Bytes a single pass must move: read and write every channel, write the mask.
+            moved = batch * args.size**2 * (2 * 3 * images.element_size() + 1)
+            record["min_traffic_gb_per_s"] = moved / seconds / 1e9
+            results.append(record)
+            print(f"  {what:5} {backend:9} {record['dtype']:7} B={batch:5d} "
+                  f"{record['images_per_s']:12,.0f} images/s  {record['ms_per_batch']:8.3f} ms")
     return results
 
 
@@ -248,7 +253,7 @@ def tiles(args: argparse.Namespace) -> list[dict]:
     results = []
     for tile_pixels, num_warps in args.tiles:
         seconds = time_per_call(
-            lambda: fused.fused_apply(images, params, config, tile_pixels=tile_pixels, num_warps=num_warps), args
+            partial(fused.fused_apply, images, params, config, tile_pixels=tile_pixels, num_warps=num_warps), args
         )
         results.append({"tile_pixels": tile_pixels, "num_warps": num_warps, "batch": batch,
                         "default": (tile_pixels, num_warps) == (fused.TILE_PIXELS, fused.NUM_WARPS),
@@ -262,24 +267,26 @@ def graphed(args: argparse.Namespace) -> list[dict] | dict:
     (`ssad.graphs.CudaGraphed`, outputs not copied) against the same call launched eagerly, uint8."""
     if args.device != "cuda":
         return {"skipped": "CUDA graphs need a GPU"}
+    results = []
+    for batch in args.batches:
+        results.append(_graphed_at(batch, args))
+        print(f"  {results[-1]}")
+        torch.cuda.empty_cache()
+    return results
+
+
+def _graphed_at(batch: int, args: argparse.Namespace) -> dict:
     from ssad.graphs import CudaGraphed
     from ssad.synth import DefectSynthesizer, SynthConfig
 
     synth = DefectSynthesizer(SynthConfig(backend="fused", check_values=False))
     generator = torch.Generator(args.device).manual_seed(0)
-    results = []
-    for batch in args.batches:
-        images = random_images((batch, 3, args.size, args.size), torch.uint8, args.device, seed=batch)
-        replay = CudaGraphed(lambda x: synth(x, generator=generator), generator=generator, clone=False)
-        eager = time_per_call(lambda: synth(images, generator=generator), args)
-        graphed_seconds = time_per_call(lambda: replay(images), args)
-        results.append({"batch": batch, "eager_images_per_s": batch / eager,
-                        "graphed_images_per_s": batch / graphed_seconds, "graphed_ms_per_batch": graphed_seconds * 1e3,
-                        "speedup": eager / graphed_seconds})
-        print(f"  {results[-1]}")
-        del images, replay
-        torch.cuda.empty_cache()
-    return results
+    images = random_images((batch, 3, args.size, args.size), torch.uint8, args.device, seed=batch)
+    replay = CudaGraphed(lambda x: synth(x, generator=generator), generator=generator, clone=False)
+    eager = time_per_call(lambda: synth(images, generator=generator), args)
+    graphed_seconds = time_per_call(lambda: replay(images), args)
+    return {"batch": batch, "eager_images_per_s": batch / eager, "graphed_images_per_s": batch / graphed_seconds,
+            "graphed_ms_per_batch": graphed_seconds * 1e3, "speedup": eager / graphed_seconds}
 
 
 def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
@@ -297,8 +304,9 @@ def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
 
 
 def run_pytest(timeout: float) -> dict:
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py",
-                          "tests/test_graphs.py", "tests/test_train.py::test_cuda_graph_training_equals_eager_and_resumes_exactly"],
+    tests = ["tests/test_kernels.py", "tests/test_graphs.py",
+             "tests/test_train.py::test_cuda_graph_training_equals_eager_and_resumes_exactly"]
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                          cwd=ROOT, env=compiled_env(), capture_output=True, text=True, timeout=timeout)
     return {"returncode": run.returncode, "passed": run.returncode == 0, "tail": (run.stdout + run.stderr)[-3000:]}
 

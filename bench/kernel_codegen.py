@@ -65,7 +65,8 @@ def report(args: argparse.Namespace) -> dict:
             usage = resource_usage(compiled.asm["cubin"])
             warps = launch.options["num_warps"]
             results.append({
-                "kernel": launch.kernel.fn.__name__, "default_launch": (tile_pixels, num_warps) == default, "dtype": dtype, "channels": channels, "size": args.size,
+                "kernel": launch.kernel.fn.__name__, "default_launch": (tile_pixels, num_warps) == default,
+                "dtype": dtype, "channels": channels, "size": args.size,
                 "block": [launch.options["BLOCK_H"], launch.options["BLOCK_W"]], "num_warps": warps,
                 "registers": usage["REG"], "local_bytes": usage["LOCAL"], "stack_bytes": usage["STACK"],
                 "shared_bytes": usage["SHARED"], "warps_per_sm": warps_per_sm(usage["REG"], warps),

@@ -36,7 +36,9 @@ def load_checkpoint(path: Path, config: RunConfig, device: torch.device | str = 
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated or garbled files fail in many ways
-        raise ValueError(f"checkpoint {path} is corrupt ({type(error).__name__}: {error}); delete it to start over.") from error
+        raise ValueError(
+            f"checkpoint {path} is corrupt ({type(error).__name__}: {error}); delete it to start over."
+        ) from error
     if not isinstance(state, dict) or state.get("format") != 1 or "config" not in state:
         raise ValueError(f"{path} is not an ssad checkpoint; delete it to start over.")
     differences = _differences(state["config"], config.to_dict())

@@ -54,7 +54,8 @@ METRICS = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ssad.run", description=__doc__.splitlines()[0].strip("`: "))
     p.add_argument("--category", help="MVTec AD category, a custom folder name under the data root, or 'all'")
-    p.add_argument("--data-root", help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
+    p.add_argument("--data-root",
+                   help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
     p.add_argument("--config", action="append", default=[], metavar="TOML", help="config file(s), later ones win")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting")
     p.add_argument("--steps", type=int, help="pretext training steps (train.steps)")
@@ -62,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<category>/<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the newest run of the category)")
-    p.add_argument("--download", action="store_true", help="fetch the category from the official MVTec AD archive if missing")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (default: the newest run of the category)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the category from the official MVTec AD archive if missing")
     p.add_argument("--demo", action="store_true", help="use the built-in procedural demo data (offline)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -218,7 +221,9 @@ def _run_dir(args: argparse.Namespace, category: str, many: bool) -> Path:
         return runs[-1]
     run_dir = out or base / datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"run folder {run_dir} exists already and is never overwritten; choose another --out or add --resume.")
+        raise ValueError(
+            f"run folder {run_dir} exists already and is never overwritten; choose another --out or add --resume."
+        )
     return run_dir
 
 

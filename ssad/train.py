@@ -33,7 +33,10 @@ from ssad.graphs import CudaGraphed
 from ssad.model import PretextModel, create_model, normalise
 from ssad.synth import DefectSynthesizer, SynthOutput
 
-__all__ = ["TrainResult", "train", "augment_normals", "checkpoint_path", "pretext_accuracy", "init_distributed", "pretext_batch", "optimisation_step"]
+__all__ = [
+    "TrainResult", "train", "pretext_batch", "optimisation_step", "augment_normals", "pretext_accuracy",
+    "checkpoint_path", "init_distributed",
+]
 
 
 @dataclass
@@ -172,7 +175,8 @@ def train(
                     "images_per_s": images_seen / max(seconds, 1e-9),
                 }
                 images_seen, clock = 0, time.perf_counter()
-                bar.set_postfix(loss=f"{log['loss']:.3f}", acc=f"{log['accuracy']:.2f}", ips=f"{log['images_per_s']:.0f}")
+                bar.set_postfix(loss=f"{log['loss']:.3f}", acc=f"{log['accuracy']:.2f}",
+                                ips=f"{log['images_per_s']:.0f}")
                 if rank == 0:
                     with open(run_dir / "train_log.jsonl", "a") as f:
                         f.write(json.dumps(log) + "\n")
@@ -248,7 +252,9 @@ def pretext_accuracy(
     return correct / (batches * batch_size)
 
 
-def _pick_sources(sources: Tensor | None, batch: int, generator: torch.Generator, as_float: bool = False) -> Tensor | None:
+def _pick_sources(
+    sources: Tensor | None, batch: int, generator: torch.Generator, as_float: bool = False
+) -> Tensor | None:
     """(B, 3, S, S) images from another category for texture cut-paste, drawn at random: uint8
     like ``sources``, or float in [0, 1] with ``as_float``."""
     if sources is None:
@@ -275,7 +281,9 @@ def _gather_from_ranks(obj: Any, world: int) -> list[Any]:
 def init_distributed() -> torch.device:
     """Join the torchrun process group when launched by torchrun; return this rank's device."""
     if "RANK" not in os.environ or dist.is_initialized():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
     if cuda:

@@ -192,7 +192,8 @@ def test_kernels_compile_for_hopper(dtype):
 def test_global_accesses_reads_widths():
     from ssad.kernels.codegen import global_accesses
 
-    ptx = "ld.global.L1::evict_last.v4.b32 {a, b, c, d}, [x];\n st.global.b8 [x], r;\n ld.global.nc.v2.b16 {a, b}, [x];\n"
+    ptx = ("ld.global.L1::evict_last.v4.b32 {a, b, c, d}, [x];\n st.global.b8 [x], r;\n"
+           " ld.global.nc.v2.b16 {a, b}, [x];\n")
     assert global_accesses(ptx) == {"ld 16B": 1, "ld 4B": 1, "st 1B": 1}
 
 

@@ -18,7 +18,8 @@ def test_installed_package_maps_kernels_into_ssad():
 
 def test_wheel_holds_only_the_ssad_package(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT)],
         check=True,
         capture_output=True,
     )

@@ -8,7 +8,8 @@ import pytest
 
 from ssad.run import METRICS, main
 
-TINY = ["--demo", "--image-size", "64", "--set", "train.batch_size=16", "--set", "train.init='scratch'", "--no-progress"]
+TINY = ["--demo", "--image-size", "64", "--set", "train.batch_size=16", "--set", "train.init='scratch'",
+        "--no-progress"]
 
 
 @pytest.fixture(autouse=True)

@@ -57,7 +57,8 @@ def test_outside_is_jittered_input_and_inside_is_the_fill(channels):
     assert set(p["fill_mode"][p["labels"] > 0].tolist()) == {0, 1, 2}
 
     for i in range(batch):  # a test may loop; the engine may not
-        expected = _reference_colour(images[i].double().numpy(), *(float(p[k][i]) for k in ("brightness", "contrast", "hue")))
+        factors = (float(p[k][i]) for k in ("brightness", "contrast", "hue"))
+        expected = _reference_colour(images[i].double().numpy(), *factors)
         got, inside = out[i].double().numpy(), masks[i, 0].numpy()
         label, mode = int(p["labels"][i]), int(p["fill_mode"][i])
         assert inside.any() == (label > 0)
@@ -138,7 +139,8 @@ def test_module_output_fields_and_object_masks():
     out = DefectSynthesizer()(images, object_masks=object_masks, generator=torch.Generator().manual_seed(14))
     assert out.images.dtype == torch.uint8 and out.labels.dtype == torch.int64
     assert torch.equal(out.labels, out.params["labels"])
-    assert {"area_ratio", "aspect_ratio", "angle", "centre", "source", "vertices", "num_vertices", "fill_mode"} <= set(out.params)
+    shape_params = {"area_ratio", "aspect_ratio", "angle", "centre", "source", "vertices", "num_vertices", "fill_mode"}
+    assert shape_params <= set(out.params)
     assert out.params["vertices"].shape == (8, 8, 2)
 
 

@@ -123,7 +123,8 @@ def test_centres_fall_inside_the_object_mask():
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     ring = ((xx - 70) ** 2 + (yy - 60) ** 2).sqrt()
     mask = ((ring > 20) & (ring < 40))[None, None]
-    p = sample_params((batch, 3, size, size), SynthConfig(), object_masks=mask, generator=torch.Generator().manual_seed(4))
+    p = sample_params((batch, 3, size, size), SynthConfig(), object_masks=mask,
+                      generator=torch.Generator().manual_seed(4))
     col, row = (p["centre"] - 0.5).long().unbind(-1)
     assert (p["centre"] - 0.5 == (p["centre"] - 0.5).round()).all()  # centres sit on pixel centres
     defect = p["labels"] > 0

@@ -36,7 +36,8 @@ def demo(demo_root):
 
 def _config(steps: int, **train):
     overrides = [f"data.image_size={SIZE}", f"train.steps={steps}", "train.init='scratch'", "train.batch_size=16"]
-    overrides += [f"train.{k}={v!r}".replace("'", '"') if isinstance(v, str) else f"train.{k}={str(v).lower()}" for k, v in train.items()]
+    for key, value in train.items():
+        overrides.append(f'train.{key}="{value}"' if isinstance(value, str) else f"train.{key}={str(value).lower()}")
     return load_config([], overrides)
 
 

@@ -55,7 +55,9 @@ class SynthConfig:
         for name in ("polygon_area", "scar_area"):
             low, high = _check_interval(name, getattr(self, name))
             if low <= 0 or high >= 1:
-                raise ValueError(f"SynthConfig.{name}={getattr(self, name)!r}: areas are fractions of the image, in (0, 1).")
+                raise ValueError(
+                    f"SynthConfig.{name}={getattr(self, name)!r}: areas are fractions of the image, in (0, 1)."
+                )
         for name in ("polygon_aspect", "scar_aspect"):
             intervals = getattr(self, name)
             if not isinstance(intervals, tuple) or not intervals:

@@ -70,7 +70,8 @@ def _otsu(values: Tensor) -> Tensor:
     """(B,) Otsu threshold of (B, ...) values in [0, 1], from a 256-bin histogram per image."""
     batch = values.shape[0]
     bins = (values.reshape(batch, -1) * (_BINS - 1)).round().long()
-    hist = torch.zeros(batch, _BINS, device=values.device).scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float))
+    ones = torch.ones_like(bins, dtype=torch.float)
+    hist = torch.zeros(batch, _BINS, device=values.device).scatter_add_(1, bins, ones)
     levels = torch.arange(_BINS, device=values.device, dtype=torch.float)
     weight_low = hist.cumsum(1)
     weight_high = weight_low[:, -1:] - weight_low

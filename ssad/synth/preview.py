@@ -28,7 +28,9 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _OUTLINE = torch.tensor([255, 32, 32], dtype=torch.uint8)
 
 
-def render_grid(images: Tensor, labels: Tensor, masks: Tensor, params: dict[str, Tensor], columns: int = 4) -> Image.Image:
+def render_grid(
+    images: Tensor, labels: Tensor, masks: Tensor, params: dict[str, Tensor], columns: int = 4
+) -> Image.Image:
     """A PIL image of the batch: each tile outlined in red where its mask ends, captioned with
     its label and fill mode.
 

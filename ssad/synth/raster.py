@@ -74,7 +74,9 @@ def rasterize(vertices: Tensor, num_vertices: Tensor, origins: Tensor, box_h: in
     return (px[:, None, :] >= lower[..., None]) & (px[:, None, :] <= upper[..., None])
 
 
-def source_pixels(params: dict[str, Tensor], origins: Tensor, box_h: int, box_w: int, height: int, width: int) -> Tensor:
+def source_pixels(
+    params: dict[str, Tensor], origins: Tensor, box_h: int, box_w: int, height: int, width: int
+) -> Tensor:
     """(B, box_h * box_w) int64 flat index of the source pixel that cut-paste copies to each box
     pixel: the defect's pixel moved from ``centre`` to ``source`` and rotated back by ``angle``
     (nearest pixel, as PIL's default rotation). Unrotated defects are an exact integer shift.
