@@ -304,8 +304,9 @@ def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
 
 
 def run_pytest(timeout: float) -> dict:
-    tests = ["tests/test_kernels.py", "tests/test_graphs.py",
-             "tests/test_train.py::test_cuda_graph_training_equals_eager_and_resumes_exactly"]
+    # test_graphs last: its final test makes a capture fail on purpose.
+    tests = ["tests/test_kernels.py", "tests/test_train.py::test_cuda_graph_training_equals_eager_and_resumes_exactly",
+             "tests/test_graphs.py"]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                          cwd=ROOT, env=compiled_env(), capture_output=True, text=True, timeout=timeout)
     return {"returncode": run.returncode, "passed": run.returncode == 0, "tail": (run.stdout + run.stderr)[-3000:]}
