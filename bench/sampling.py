@@ -21,6 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -84,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     for batch in args.batches:
         shape = (batch, 3, args.size, args.size)
         for path, masks in (("box", None), ("mask", ones)):
-            def call() -> dict:
-                return sample_params(shape, config, device=device, object_masks=masks, generator=generator)
-
+            call = partial(sample_params, shape, config, device=device, object_masks=masks, generator=generator)
             with CountOps() as ops:
                 call()
             seconds = seconds_per_call(call, args, sync)
