@@ -134,7 +134,8 @@ def run_one(
         download_category(root, category)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_category(root, category, image_size=config.data.image_size, device=device)
+        data = load_category(root, category, image_size=config.data.image_size, device=device,
+                             progress=not args.no_progress)
         for warning in caught:
             notes.add(str(warning.message))
     if data.source_kind == "procedural":

@@ -103,6 +103,14 @@ def test_defect_without_mask_gets_an_empty_mask_and_a_warning(tmp_path: Path) ->
     assert data.test_masks[1].any() and not data.test_masks[2].any()
 
 
+def test_progress_bars_show_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_category(tmp_path)
+    load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "quiet", progress=False)
+    assert "widget: images" not in capsys.readouterr().err
+    load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "shown")
+    assert "widget: images" in capsys.readouterr().err
+
+
 def test_category_json_sets_the_kind(tmp_path: Path) -> None:
     category = make_category(tmp_path, "cloth")
     make_category(tmp_path, "other")

@@ -66,13 +66,16 @@ def read_mask(path: Path, size: int, image_wh: tuple[int, int], image_path: Path
     return np.asarray(resized, dtype=bool)
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
-    """`[fn(x) for x in items]` on a thread pool (PIL releases the GIL while decoding), with a tqdm bar.
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], desc: str, progress: bool = True) -> list[R]:
+    """`[fn(x) for x in items]` on a thread pool (PIL releases the GIL while decoding), with a tqdm bar
+    (when ``progress``).
 
     The first exception is re-raised after cancelling the work not yet started.
     """
     workers = min(32, (os.cpu_count() or 1) + 4)
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(items), desc=desc, unit="file") as bar:
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(items), desc=desc, unit="file", disable=not progress
+    ) as bar:
         futures = [pool.submit(fn, item) for item in items]
         results = []
         try:

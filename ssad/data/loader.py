@@ -75,6 +75,7 @@ def load_category(
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
     max_sources: int = DEFAULT_MAX_SOURCES,
+    progress: bool = True,
 ) -> CategoryData:
     """Read `<root>/<category>` (MVTec AD layout) into tensors on `device`.
 
@@ -82,6 +83,7 @@ def load_category(
     `$SSAD_CACHE_DIR` or `~/.cache/ssad`); later calls read that cache as long as no file changed.
     For textures, up to `max_sources` training images of the other categories under `root` become
     `source_images`, or procedural images (with a warning) when `root` holds no other category.
+    `progress` shows the decoding's progress bars.
 
     Raises `DataNotFoundError` (missing root, category or training images) and `BadDataError`
     (unreadable image or mask, mask size differing from its image, bad `category.json`).
@@ -106,7 +108,7 @@ def load_category(
     tensors = load_cache(path, key, expected, device)
     from_cache = tensors is not None
     if tensors is None:
-        decoded = _decode(files, sources, image_size)
+        decoded = _decode(files, sources, image_size, progress)
         save_cache(path, key, decoded)
         tensors = {name: t.to(device) for name, t in decoded.items()}
 
@@ -150,16 +152,17 @@ def _all_files(files: CategoryFiles, sources: list[Path]) -> list[Path]:
     return [*files.train_paths, *files.test_paths, *masks, *sources]
 
 
-def _decode(files: CategoryFiles, sources: list[Path], size: int) -> dict[str, torch.Tensor]:
+def _decode(files: CategoryFiles, sources: list[Path], size: int, progress: bool) -> dict[str, torch.Tensor]:
     """Decode and resize every file of the category (CPU tensors, named as in the cache)."""
     image_paths = [*files.train_paths, *files.test_paths, *sources]
-    decoded = parallel_map(lambda p: read_image(p, size), image_paths, desc=f"{files.info.name}: images")
+    decoded = parallel_map(lambda p: read_image(p, size), image_paths, f"{files.info.name}: images", progress)
     images = torch.from_numpy(np.stack([array for array, _ in decoded])).permute(0, 3, 1, 2).contiguous()
     n_train, n_test = len(files.train_paths), len(files.test_paths)
 
     test_wh = [wh for _, wh in decoded[n_train:n_train + n_test]]
     jobs = [(i, m, test_wh[i], files.test_paths[i]) for i, m in enumerate(files.test_mask_paths) if m is not None]
-    masks = parallel_map(lambda job: read_mask(job[1], size, job[2], job[3]), jobs, desc=f"{files.info.name}: masks")
+    masks = parallel_map(lambda job: read_mask(job[1], size, job[2], job[3]), jobs, f"{files.info.name}: masks",
+                         progress)
     test_masks = np.zeros((n_test, 1, size, size), dtype=bool)
     for (i, *_), mask in zip(jobs, masks):
         test_masks[i, 0] = mask
