@@ -6,8 +6,8 @@ needs to run them all. Captured once in a CUDA graph, they replay with one launc
 
 `CudaGraphed` captures per input signature (shapes, dtypes, devices, which inputs are None) on
 first use and replays after copying the inputs into the graph's own buffers. The function must be
-capturable: static shapes and no value read back to the host (the synthesizer with
-``SynthConfig(check_values=False)`` is both). Its random draws come from ``generator``, which the
+capturable: static shapes and no value read back to the host (the synthesizer is both: its
+float range check is an asynchronous device-side assertion). Its random draws come from ``generator``, which the
 graph registers, or from the device's default generator. Each replay advances the generator as the
 eager call would and draws what it would draw: capturing leaves ``generator``'s stream where it was,
 so a seeded run replays the same batches with or without graphs, and resumes the same. Off CUDA it
@@ -16,7 +16,7 @@ is a plain call.
 Example::
 
     g = torch.Generator("cuda").manual_seed(0)
-    synth = DefectSynthesizer(SynthConfig(check_values=False))
+    synth = DefectSynthesizer()
     make_batch = CudaGraphed(lambda images: synth(images, generator=g), generator=g)
     out = make_batch(images)            # (B, 3, H, W) on the GPU; out is a fresh SynthOutput
 """
@@ -106,7 +106,7 @@ class CudaGraphed(Generic[T]):
         except RuntimeError as error:
             raise RuntimeError(
                 f"capturing {getattr(self.fn, '__name__', 'fn')} in a CUDA graph failed: {error}. A captured "
-                "function must keep its shapes and never read a value back to the host (for the "
-                "synthesizer: SynthConfig(check_values=False)); call it directly where it cannot."
+                "function must keep its shapes and never read a value back to the host (.item(), "
+                "bool(tensor), .cpu(), nonzero()); call it directly where it cannot."
             ) from error
         return _Captured(graph, buffers, outputs)

@@ -172,6 +172,21 @@ def test_bad_input_raises_value_error(images, kwargs, message):
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"object_masks": (torch.ones(1, 1, SIZE, SIZE, dtype=torch.bool), {})}, "object_masks .*tuple.*return_info"),
+        ({"object_masks": np.ones((1, 1, SIZE, SIZE), dtype=bool)}, "object_masks .*ndarray"),
+        ({"source_images": [torch.zeros(3, SIZE, SIZE)]}, "source_images .*list"),
+    ],
+)
+def test_inputs_that_are_not_tensors_raise_type_error(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        DefectSynthesizer()(torch.zeros(2, 3, SIZE, SIZE), **kwargs)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        DefectSynthesizer()(np.zeros((2, 3, SIZE, SIZE), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [
         ("class_probs", (0.5, 0.5, 0.5)),
@@ -208,9 +223,9 @@ class _CountOps(TorchDispatchMode):
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_same_operations_for_any_batch_size_and_no_host_sync(dtype):
-    """One call dispatches the same aten ops for B = 4 and B = 256, and never reads a value back."""
-    config = SynthConfig(check_values=False)  # the float range check is the one deliberate read-back
-    synth = DefectSynthesizer(config)
+    """With the default config, one call dispatches the same aten ops for B = 4 and B = 256 and
+    never reads a value back: the float range check is an asynchronous assertion."""
+    synth = DefectSynthesizer()
     object_masks = torch.ones(1, 1, SIZE, SIZE, dtype=torch.bool)
     counts = []
     for batch in (4, 256):
@@ -222,3 +237,4 @@ def test_same_operations_for_any_batch_size_and_no_host_sync(dtype):
     assert counts[0] == counts[1]
     assert "aten._local_scalar_dense.default" not in counts[0]
     assert not any("nonzero" in op for op in counts[0])
+    assert ("aten._assert_async.msg" in counts[0]) == dtype.is_floating_point  # uint8 needs no range check

@@ -61,16 +61,46 @@ class DefectSynthesizer(nn.Module):
         return repr(self.config)
 
 
+_UNIT_RANGE = "float images must lie in [0, 1] (and hold no NaN); divide uint8 data by 255 or pass it as uint8."
+#: Devices where ``torch._assert_async`` checks on the device without reading a value back.
+_ASYNC_ASSERT_DEVICES = ("cuda", "cpu", "meta")
+
+
+def _assert_unit_range(images: Tensor) -> None:
+    """Check that float ``images`` lie in [0, 1] without a host-device sync.
+
+    On CUDA the check is an asynchronous device-side assertion: it costs no read-back, and a batch
+    out of range stops the process at the next sync with the message above (CUDA cannot recover
+    from a failed device-side assertion). On the CPU it fails at once, as a ValueError.
+    """
+    in_range = ((images >= 0) & (images <= 1)).all()
+    if images.device.type not in _ASYNC_ASSERT_DEVICES:  # e.g. mps: no asynchronous assert, read the flag
+        if not bool(in_range):
+            raise ValueError(_UNIT_RANGE)
+        return
+    try:
+        torch._assert_async(in_range, _UNIT_RANGE)
+    except RuntimeError as error:  # raised at once where the data lives on the host
+        raise ValueError(_UNIT_RANGE) from error
+
+
+def _check_is_tensor(name: str, value: object, expected: str) -> None:
+    if not isinstance(value, Tensor):
+        hint = " (object_mask returns the mask itself; with return_info=True a (mask, info) pair)" \
+            if isinstance(value, tuple) else ""
+        raise TypeError(f"{name} must be a torch.Tensor, {expected}; got {type(value).__name__}{hint}.")
+
+
 def check_images(
     images: Tensor,
     config: SynthConfig,
     object_masks: Tensor | None = None,
     source_images: Tensor | None = None,
 ) -> None:
-    """Raise ValueError naming what is wrong with the synthesizer's inputs (shape checks are free;
-    the [0, 1] check of float values reads one flag back and is skipped with ``check_values=False``)."""
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+    """Raise ValueError (TypeError for what is not a tensor) naming what is wrong with the
+    synthesizer's inputs. Shape checks read no data; the [0, 1] check of float values is an
+    asynchronous assertion on CUDA (no read-back) and is skipped with ``check_values=False``."""
+    _check_is_tensor("images", images, "(B, C, H, W) uint8 or float in [0, 1]")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W); got {images.dim()} dimensions {tuple(images.shape)}.")
     batch, channels, height, width = images.shape
@@ -81,11 +111,10 @@ def check_images(
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"images must be uint8 or float in [0, 1]; got {images.dtype}.")
     compositing_box(config, height, width)  # raises when the images are too small
-    if images.is_floating_point() and config.check_values and not bool(((images >= 0) & (images <= 1)).all()):
-        raise ValueError(
-            "float images must lie in [0, 1] (and hold no NaN); divide uint8 data by 255 or pass it as uint8."
-        )
+    if images.is_floating_point() and config.check_values:
+        _assert_unit_range(images)
     if object_masks is not None:
+        _check_is_tensor("object_masks", object_masks, "(B or 1, 1, H, W) bool, e.g. ssad.synth.object_mask(images)")
         if object_masks.dim() != 4 or object_masks.shape[1] != 1 or object_masks.shape[0] not in (1, batch) \
                 or object_masks.shape[2:] != images.shape[2:]:
             raise ValueError(
@@ -97,6 +126,7 @@ def check_images(
         if object_masks.device != images.device:
             raise ValueError(f"object_masks are on {object_masks.device} but images on {images.device}.")
     if source_images is not None:
+        _check_is_tensor("source_images", source_images, "a tensor like images")
         if source_images.shape != images.shape or source_images.dtype != images.dtype:
             raise ValueError(
                 f"source_images must match images: {tuple(images.shape)} {images.dtype}; "
