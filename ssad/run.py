@@ -194,10 +194,15 @@ def _data_root(args: argparse.Namespace) -> Path:
 
 
 def _categories(root: Path, category: str, demo: bool) -> list[str]:
+    if demo:
+        if category == "all":
+            return list(DEMO_CATEGORIES)
+        if category not in DEMO_CATEGORIES:
+            raise ValueError(f"--demo has no category {category!r}; the demo categories are "
+                             f"{', '.join(DEMO_CATEGORIES)} (or 'all'). For MVTec AD drop --demo and pass --data-root.")
+        return [category]
     if category != "all":
         return [category]
-    if demo:
-        return list(DEMO_CATEGORIES)
     found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
     if not found:
         raise FileNotFoundError(f"--category all: no category (a folder with train/good) under {root}")

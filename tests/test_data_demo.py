@@ -35,7 +35,7 @@ def test_same_seed_gives_byte_identical_files(demo_root: Path, tmp_path: Path) -
 
 
 def test_layout_and_non_empty_masks(demo_root: Path) -> None:
-    assert sorted(p.name for p in demo_root.iterdir()) == ["demo_moving", "demo_object", "demo_texture"]
+    assert sorted(p.name for p in demo_root.iterdir()) == ["demo_dark", "demo_moving", "demo_object", "demo_texture"]
     for category in demo_root.iterdir():
         assert len(list((category / "train" / "good").glob("*.png"))) == SMALL["n_train"]
         defect_dirs = [d for d in (category / "test").iterdir() if d.name != "good"]
@@ -48,7 +48,8 @@ def test_layout_and_non_empty_masks(demo_root: Path) -> None:
 
 @pytest.mark.parametrize(
     "name, kind, moves, n_object_masks",
-    [("demo_object", "object", False, 1), ("demo_moving", "object", True, 6), ("demo_texture", "texture", False, 1)],
+    [("demo_object", "object", False, 1), ("demo_moving", "object", True, 6), ("demo_dark", "object", False, 1),
+     ("demo_texture", "texture", False, 1)],
 )
 def test_demo_reads_back_with_its_kind(
     demo_root: Path, tmp_path: Path, name: str, kind: str, moves: bool, n_object_masks: int
@@ -65,7 +66,7 @@ def test_demo_reads_back_with_its_kind(
         assert moves == any(not torch.equal(m, data.object_masks[0]) for m in data.object_masks)  # rotations
     else:  # other demo categories lie next to it: texture fills come from them
         assert bool(data.object_masks.all()) and data.source_kind == "other_categories"
-        assert data.source_images.shape == (12, 3, 64, 64) and data.source_images.dtype == torch.uint8
+        assert data.source_images.shape == (18, 3, 64, 64) and data.source_images.dtype == torch.uint8
 
 
 def test_texture_alone_gets_procedural_sources_with_a_warning(tmp_path: Path) -> None:

@@ -47,12 +47,13 @@ def test_category_all_prints_a_summary(tmp_path, capsys):
     assert main([*TINY, "--steps", "2", "--category", "all", "--out", str(tmp_path / "all")]) == 0
     printed = capsys.readouterr().out
     assert "summary" in printed and "mean" in printed
-    assert {p.name for p in (tmp_path / "all").iterdir()} == {"demo_object", "demo_moving", "demo_texture"}
+    assert {p.name for p in (tmp_path / "all").iterdir()} == {"demo_object", "demo_moving", "demo_dark", "demo_texture"}
 
 
 def test_bad_input_gets_clear_errors(tmp_path, capsys):
-    assert main([*TINY, "--steps", "1", "--category", "no_such_thing"]) == 2
-    assert "no_such_thing" in capsys.readouterr().err
+    assert main([*TINY, "--steps", "1", "--category", "screw"]) == 2
+    err = capsys.readouterr().err  # --demo was given: name the demo categories, do not suggest --demo
+    assert "'screw'" in err and "demo_moving, demo_object, demo_texture, demo_dark" in err and "with --demo" not in err
 
     assert main([*TINY, "--steps", "1", "--set", "train.stesp=3"]) == 2
     assert "train.stesp" in capsys.readouterr().err

@@ -6,7 +6,7 @@
     images = data.train[next(sampler)]                    # (96, 3, 256, 256) uint8 on the GPU
 
 Without the dataset: `download_category(root, "bottle")` fetches the official archive, or
-`make_demo_dataset(root)` writes a procedural one (`demo_object`, `demo_moving`, `demo_texture`).
+`make_demo_dataset(root)` writes a procedural one (`demo_object`, `demo_moving`, `demo_texture`, `demo_dark`).
 """
 
 from ssad.data.cache import CACHE_DIR_ENV, default_cache_dir

@@ -1,17 +1,20 @@
 """A small procedural dataset in MVTec AD layout, made offline in seconds, for first runs and tests.
 
-`make_demo_dataset(root)` writes three categories, each with `train/good`, `test/good`, defective
+`make_demo_dataset(root)` writes four categories, each with `train/good`, `test/good`, defective
 test folders and `ground_truth` masks, plus a `category.json` that tells the reader its kind:
 
 | category       | kind            | scene                                                   | defects                |
 |----------------|-----------------|---------------------------------------------------------|------------------------|
 | `demo_object`  | still object    | a shaded disc on a plain background, position jittered   | crack, stain, missing  |
 | `demo_moving`  | moving object   | a screw-like rod with a head, any rotation and position  | crack, stain, missing  |
+| `demo_dark`    | still object    | a dark grooved rubber ring on a near-black backdrop      | gash, worn, missing    |
 | `demo_texture` | texture         | wood-like grain warped by smooth noise                   | crack, stain, hole     |
 
 The defects are deliberately unlike what the synthesizer pastes (polygons and rectangles): cracks are
 random walks, stains are noise-shaped blobs, holes have wobbly outlines, missing parts are bites out
-of the object's outline. Everything comes from one `numpy.random.Generator` per category and PNGs are
+of the object's outline, gashes are thin curved cuts, worn patches lose the tread's texture but keep
+its colour. `demo_dark` is the hard case for foreground estimation: its rubber's mean colour is
+barely off the backdrop's (only its texture and a narrow highlight stand out). Everything comes from one `numpy.random.Generator` per category and PNGs are
 written with fixed parameters, so the same seed gives byte-identical files.
 """
 
@@ -53,14 +56,15 @@ def make_demo_dataset(
     image_size: int = 256,
     n_train: int = 60,
     n_test: int = 8,
-    categories: Sequence[str] = ("demo_object", "demo_moving", "demo_texture"),
+    categories: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write the demo `categories` under `root` and return their folders.
 
-    `n_train` training images per category; `n_test` test images in `test/good` and in each defect
+    `categories` defaults to all of `DEMO_CATEGORIES`. `n_train` training images per category; `n_test` test images in `test/good` and in each defect
     folder. A category folder that exists is replaced; each is written to a temporary folder first,
     so an interrupted call leaves no half-written category.
     """
+    categories = list(DEMO_CATEGORIES) if categories is None else categories
     unknown = sorted(set(categories) - set(DEMO_CATEGORIES))
     if unknown:
         raise ValueError(f"unknown demo categories {unknown}; choose from {sorted(DEMO_CATEGORIES)}")
@@ -73,7 +77,7 @@ def make_demo_dataset(
 
 def _write_category(root: Path, name: str, seed: int, size: int, n_train: int, n_test: int) -> Path:
     info, render, defects = DEMO_CATEGORIES[name]
-    rng = np.random.default_rng([seed, sorted(DEMO_CATEGORIES).index(name)])
+    rng = np.random.default_rng([seed, list(DEMO_CATEGORIES).index(name)])
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".writing", dir=root))
     try:
         meta = {"kind": info.kind, "moves": info.moves} if info.kind == "object" else {"kind": info.kind}
@@ -185,6 +189,31 @@ def _rod(rng: np.random.Generator, size: int) -> _Scene:
     return _composite(rng, size, np.minimum(shaft, head), np.clip(surface, 0, 1))
 
 
+def _dark_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    level = 0.05 + 0.02 * rng.random() + 0.015 * _smooth_noise(rng, size, 4)
+    return np.repeat(level[..., None], 3, axis=2)
+
+
+def _tyre(rng: np.random.Generator, size: int) -> _Scene:
+    """A dark rubber ring with a grooved tread and grainy surface on a near-black backdrop, lit by
+    one narrow highlight: its mean colour is barely off the backdrop's, its texture is not."""
+    y, x = _grid(size)
+    cy, cx = 0.5 + 0.03 * (rng.random(2) * 2 - 1)
+    r, theta = np.hypot(y - cy, x - cx), np.arctan2(y - cy, x - cx)
+    outer, inner = 0.36, 0.17
+    groove = np.sin(theta * 36 + 2 * math.pi * rng.random()) > 0.35  # radial tread grooves
+    ridge = np.abs(r - 0.5 * (outer + inner)) < 0.012  # a rib running round the middle
+    grain = rng.normal(0.0, 0.035, (size, size))  # the rubber's grain, absent on the backdrop
+    shade = 0.115 + grain - 0.045 * groove + 0.05 * ridge
+    highlight = np.exp(-(((theta + 2.2) / 0.35) ** 2)) * np.exp(-(((r - 0.31) * size / 4.0) ** 2)) * 0.6
+    surface = np.array([0.95, 1.0, 1.05]) * np.clip(shade + highlight, 0, 1)[..., None]
+    background = _dark_background(rng, size)
+    distance = np.maximum(r - outer, inner - r)  # the ring: outside the hole, inside the rim
+    alpha = _coverage(distance, size)[..., None]
+    image = background * (1 - alpha) + surface * alpha
+    return _Scene(image.astype(np.float32), alpha[..., 0] > 0.5, background)
+
+
 def _grain(rng: np.random.Generator, size: int) -> _Scene:
     """Wood-like grain: stripes warped by smooth noise, between two browns."""
     y, x = _grid(size)
@@ -262,6 +291,35 @@ def _missing(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.nd
     return np.where(mask[..., None], scene.background, scene.image), mask
 
 
+def _gash(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A thin, slightly curved cut whose lips catch the light: lighter than the rubber."""
+    size = scene.obj.shape[0]
+    cy, cx = _pick(rng, scene.obj)
+    y, x = _grid(size)
+    heading = 2 * math.pi * rng.random()
+    u = (x - cx) * math.cos(heading) + (y - cy) * math.sin(heading)
+    v = -(x - cx) * math.sin(heading) + (y - cy) * math.cos(heading) - 2.0 * rng.normal(0, 0.5) * u**2
+    half_length, half_width = 0.04 + 0.04 * rng.random(), 0.5 * max(2.0, size / 100) / size
+    mask = (np.abs(u) < half_length) & (np.abs(v) < half_width * (1 - (u / half_length) ** 2) + 0.5 / size)
+    mask &= scene.obj
+    if not mask.any():  # a cut that fell off the object: keep its centre pixel
+        mask[int(cy * size), int(cx * size)] = True
+    image = np.where(mask[..., None], 0.32 + 0.1 * rng.random(), scene.image)
+    return image, mask
+
+
+def _worn(rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A patch worn smooth: the tread and grain are gone, the mean colour stays."""
+    size = scene.obj.shape[0]
+    cy, cx = _pick(rng, scene.obj)
+    y, x = _grid(size)
+    theta = np.arctan2(y - cy, x - cx)
+    radius = (0.035 + 0.03 * rng.random()) * (1 + 0.25 * np.sin(2 * theta + 2 * math.pi * rng.random()))
+    mask = (np.hypot(y - cy, x - cx) < radius) & scene.obj
+    smooth = np.array([0.95, 1.0, 1.05]) * (0.105 + 0.01 * _smooth_noise(rng, size, 8))[..., None]
+    return np.where(mask[..., None], smooth, scene.image), mask
+
+
 DEMO_CATEGORIES: dict[str, tuple[CategoryInfo, Renderer, dict[str, Defect]]] = {
     "demo_moving": (CategoryInfo("demo_moving", "object", moves=True), _rod,
                     {"crack": _crack, "stain": _stain, "missing": _missing}),
@@ -269,5 +327,8 @@ DEMO_CATEGORIES: dict[str, tuple[CategoryInfo, Renderer, dict[str, Defect]]] = {
                     {"crack": _crack, "stain": _stain, "missing": _missing}),
     "demo_texture": (CategoryInfo("demo_texture", "texture"), _grain,
                      {"crack": _crack, "stain": _stain, "hole": _hole}),
+    "demo_dark": (CategoryInfo("demo_dark", "object"), _tyre,
+                  {"gash": _gash, "worn": _worn, "missing": _missing}),
 }
-"""Demo category name -> (kind, scene renderer, {defect type: defect painter})."""
+"""Demo category name -> (kind, scene renderer, {defect type: defect painter}). A category's place in
+this dict numbers its random stream: add new categories at the end, so the others stay the same."""

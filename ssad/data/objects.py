@@ -15,24 +15,41 @@ import warnings
 import torch
 
 from ssad.data.categories import CategoryInfo
-from ssad.synth import object_mask
+from ssad.synth.object_mask import object_mask
 
-__all__ = ["category_object_masks", "combine_still_masks"]
+__all__ = ["MARGIN", "category_object_masks", "combine_still_masks", "estimate_object_masks"]
 
 _CHUNK = 64  # images per object_mask call, to bound the float temporaries at load
 
+#: Margin around the estimated object, as a fraction of the image side. A moving object's mask is its
+#: own image's, so it must also reach parts that real defects remove (a missing tip or bite leaves
+#: backdrop where the object should be); a still object's mask is voted over the training set.
+#: Chosen on bench/object_mask.py (bottle, screw, demo categories).
+MARGIN = {"still": 0.035, "moving": 0.05}
 
-def category_object_masks(train: torch.Tensor, info: CategoryInfo) -> torch.Tensor:
+
+def estimate_object_masks(images: torch.Tensor, moves: bool, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """`object_mask` of `images` `(N, 3, S, S) uint8`, a chunk at a time to bound the float temporaries,
+    with the margin for objects that move or not (`MARGIN`); `options` go to `object_mask`.
+
+    Returns masks `(N, 1, S, S) bool` and fallback `(N,) bool` (True where no object was found).
+    """
+    options = {"margin": MARGIN["moving" if moves else "still"], **options}
+    estimates = [object_mask(chunk, return_info=True, **options) for chunk in images.split(_CHUNK)]
+    return torch.cat([m for m, _ in estimates]), torch.cat([i["fallback"] for _, i in estimates])
+
+
+def category_object_masks(train: torch.Tensor, info: CategoryInfo, **options) -> torch.Tensor:
     """Object masks for `train` `(N, 3, S, S) uint8`: `(N, 1, S, S)` bool if the object moves, else `(1, 1, S, S)` bool.
 
-    Warns when the estimate fell back to the whole image on most training images.
+    `options` go to `object_mask`. Warns when the estimate fell back to the whole image on most
+    training images.
     """
     size = train.shape[-1]
     if info.kind == "texture":
         return torch.ones(1, 1, size, size, dtype=torch.bool, device=train.device)
-    estimates = [object_mask(chunk) for chunk in train.split(_CHUNK)]
-    masks = torch.cat([m for m, _ in estimates])
-    fallbacks = int(torch.cat([i["fallback"] for _, i in estimates]).sum())
+    masks, fallback = estimate_object_masks(train, info.moves, **options)
+    fallbacks = int(fallback.sum())
     if 2 * fallbacks > len(train):
         warnings.warn(
             f"{info.name}: no object found on {fallbacks} of {len(train)} training images; defects may be "

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     images = _load_images(args.images, args.n, args.size, np.random.default_rng(args.seed))
-    masks = None if args.no_object_mask else object_mask(images)[0]
+    masks = None if args.no_object_mask else object_mask(images)
     out = DefectSynthesizer()(images, object_masks=masks, generator=torch.Generator().manual_seed(args.seed))
     save_png(render_grid(out.images, out.labels, out.masks, out.params, args.columns), args.out)
     print(f"wrote {args.out} ({args.n} samples, labels {out.labels.bincount(minlength=3).tolist()})")
