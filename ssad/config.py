@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ssad.score import PATCH_SCORERS
 from ssad.synth import SynthConfig
 
 __all__ = ["DataConfig", "TrainConfig", "ScoreConfig", "RunConfig", "load_config", "parse_override"]
@@ -44,6 +45,9 @@ class TrainConfig:
     #: Light geometric augmentation of the normal images before synthesis.
     max_shift: float = 0.03
     flip: bool = False
+    #: Turn the normal images by a random angle: "auto" (for objects that move, which lie at any
+    #: angle), "any" (always) or "none".
+    rotate: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     channels_last: bool = True
     compile: bool = False
@@ -66,6 +70,12 @@ class TrainConfig:
             raise ValueError(f"train.max_shift={self.max_shift}: a fraction of the image side in [0, 0.5).")
         if self.lr <= 0:
             raise ValueError(f"train.lr={self.lr}: must be > 0.")
+        if self.rotate not in ("auto", "any", "none"):
+            raise ValueError(f"train.rotate={self.rotate!r}: choose 'auto', 'any' or 'none'.")
+
+    def rotates(self, moves: bool) -> bool:
+        """Whether to rotate the normal images: ``rotate``, with "auto" resolved by whether the object moves."""
+        return self.rotate == "any" or (self.rotate == "auto" and moves)
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,15 @@ class ScoreConfig:
     #: Image scores: "gaussian" (Mahalanobis, Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
     density: str = "gaussian"
     knn_k: int = 3
-    #: Anomaly maps: a Gaussian per location of these layers' features on the first one's grid
-    #: (layer2: 1/8 of the image side), a random subset of ``patch_channels`` of them, smoothed
-    #: with ``sigma`` pixels at 256x256. Chosen by pixel AUROC on bottle (bench/localization.py).
+    #: Anomaly maps: these layers' features on the first one's grid (layer2: 1/8 of the image
+    #: side), a random subset of ``patch_channels`` of them, scored by ``patch_scorer`` and
+    #: smoothed with ``sigma`` pixels at 256x256. "auto": a Gaussian per location for objects that
+    #: sit still and textures, the nearest-neighbour memory (``patch_memory`` features) for objects
+    #: that move. Chosen on bottle and screw (bench/localization.py).
+    patch_scorer: str = "auto"
     patch_layers: tuple[str, ...] = ("layer2", "layer1")
     patch_channels: int = 100
+    patch_memory: int = 10_000
     sigma: float = 4.0
 
     def __post_init__(self) -> None:
@@ -87,6 +101,16 @@ class ScoreConfig:
             raise ValueError(f"score.density={self.density!r}: choose 'gaussian' or 'knn'.")
         if self.knn_k < 1 or self.sigma < 0:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
+        if self.patch_scorer not in ("auto", *PATCH_SCORERS):
+            raise ValueError(f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS}.")
+        if self.patch_memory < 1:
+            raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
+
+    def patch_scorer_for(self, moves: bool) -> str:
+        """The patch scorer to use: ``patch_scorer``, with "auto" resolved by whether the object moves."""
+        if self.patch_scorer != "auto":
+            return self.patch_scorer
+        return "knn" if moves else "per_location"
 
 
 @dataclass(frozen=True)

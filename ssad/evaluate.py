@@ -11,9 +11,9 @@ from ssad.config import ScoreConfig
 from ssad.data import CategoryData
 from ssad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from ssad.model import PretextModel
-from ssad.score import PatchScorer, create_density, embed_images
+from ssad.score import create_density, create_patch_scorer, embed_images
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "patch_options"]
 
 
 @dataclass
@@ -26,6 +26,13 @@ class Evaluation:
     anomaly_maps: Tensor
 
 
+def patch_options(cfg: ScoreConfig, scorer: str, image_size: int) -> dict:
+    """Keyword arguments of `create_patch_scorer(scorer, ...)` from the config (sigma scaled to the
+    image size)."""
+    options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
+    return {**options, "memory": cfg.patch_memory} if scorer == "knn" else options
+
+
 @torch.no_grad()
 def evaluate(model: PretextModel, data: CategoryData, cfg: ScoreConfig) -> Evaluation:
     """Score ``data.test`` with densities fitted on ``data.train``; measure against the ground truth."""
@@ -35,9 +42,9 @@ def evaluate(model: PretextModel, data: CategoryData, cfg: ScoreConfig) -> Evalu
     density.fit(embed_images(model, data.train))
     image_scores = density.score(embed_images(model, data.test))
 
-    sigma = cfg.sigma * data.image_size / 256
-    patches = PatchScorer(cfg.patch_channels, sigma, layers=cfg.patch_layers).fit(model, data.train)
-    maps = patches.score(model, data.test)
+    scorer = cfg.patch_scorer_for(data.moves)
+    patches = create_patch_scorer(scorer, **patch_options(cfg, scorer, data.image_size))
+    maps = patches.fit(model, data.train).score(model, data.test)
 
     labels, masks = data.test_labels, data.test_masks
     metrics = {

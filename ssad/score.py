@@ -6,10 +6,11 @@ Image level: pooled 512-d features of the trained network, L2-normalised, scored
 - `KNNDensity` (the seed's): mean cosine distance to the k nearest training features.
 
 Pixel level (`PatchScorer`): dense features of intermediate layers (by default layer2 and layer1,
-resampled to layer2's grid, i.e. one feature per 8x8 pixels), one Gaussian per grid location,
-fitted on the training images; the Mahalanobis distance map is upsampled to the image and
-Gaussian-smoothed. Channels are reduced to a fixed random subset, so the per-location
-covariances stay small. bench/localization.py compares the alternatives.
+resampled to layer2's grid, i.e. one feature per 8x8 pixels), reduced to a fixed random subset of
+channels, scored per location and upsampled to the image, Gaussian-smoothed. `PatchGaussian`
+fits one Gaussian per grid location (objects that sit still) or one shared by all; `PatchKNN`
+measures the distance to the nearest normal patch of a coreset memory (objects that move).
+bench/localization.py compares them.
 
 Nothing here builds a matrix that grows with the square of the training set: the covariance is
 accumulated from feature sums, kNN scores test features against training features in blocks.
@@ -30,6 +31,11 @@ __all__ = [
     "GaussianDensity",
     "KNNDensity",
     "PatchScorer",
+    "PatchGaussian",
+    "PatchKNN",
+    "PATCH_SCORERS",
+    "create_patch_scorer",
+    "greedy_coreset",
     "create_density",
     "embed_images",
     "ledoit_wolf",
@@ -135,13 +141,11 @@ _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
 
 
 class PatchScorer:
-    """Anomaly maps from Gaussians of dense intermediate features.
+    """Anomaly maps from dense intermediate features; subclasses say how a feature is scored.
 
     Features of ``layers`` are upsampled to the grid of the first one and concatenated; a fixed
-    random subset of ``channels`` of them is kept. ``shared=False`` fits one Gaussian per grid
-    location (the default: objects that sit still look alike at each place), ``shared=True`` one
-    Gaussian for all locations. Maps are Mahalanobis distances, upsampled to the image and
-    smoothed with a Gaussian of ``sigma`` pixels.
+    random subset of ``channels`` of them is kept. Maps are the per-location scores, upsampled to
+    the image and smoothed with a Gaussian of ``sigma`` pixels.
     """
 
     def __init__(
@@ -149,7 +153,6 @@ class PatchScorer:
         channels: int = 100,
         sigma: float = 4.0,
         layers: tuple[str, ...] = ("layer2", "layer1"),
-        shared: bool = False,
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
@@ -159,7 +162,7 @@ class PatchScorer:
         available = sum(_LAYER_CHANNELS[name] for name in layers)
         if not 1 <= channels <= available:
             raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}.")
-        self.channels, self.sigma, self.layers, self.shared = channels, sigma, layers, shared
+        self.channels, self.sigma, self.layers = channels, sigma, layers
         self.seed, self.batch_size = seed, batch_size
 
     @torch.no_grad()
@@ -175,12 +178,40 @@ class PatchScorer:
 
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:
-        """Fit on (N, 3, S, S) uint8 normal images: accumulate feature sums, then shrink."""
+        """Fit on (N, 3, S, S) uint8 normal images."""
         generator = torch.Generator().manual_seed(self.seed)
         available = sum(_LAYER_CHANNELS[name] for name in self.layers)
         self.keep = torch.randperm(available, generator=generator)[: self.channels].sort().values.to(images.device)
+        self._fit(self._features(model, images))
+        return self
+
+    @torch.no_grad()
+    def score(self, model: PretextModel, images: Tensor) -> Tensor:
+        """(M, 1, S, S) float anomaly maps of (M, 3, S, S) uint8 images."""
+        maps = torch.cat([self._score(f) for f in self._features(model, images)])
+        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return gaussian_blur(maps, self.sigma)
+
+    def _fit(self, features: Iterator[Tensor]) -> None:
+        """Fit on batches of (b, D, h, w) normal features."""
+        raise NotImplementedError
+
+    def _score(self, features: Tensor) -> Tensor:
+        """(b, 1, h, w) scores of (b, D, h, w) features; higher = more anomalous."""
+        raise NotImplementedError
+
+
+class PatchGaussian(PatchScorer):
+    """Mahalanobis distance under one Gaussian per grid location (``shared=False``: objects that
+    sit still look alike at each place) or one Gaussian for all locations (``shared=True``)."""
+
+    def __init__(self, *args, shared: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.shared = shared
+
+    def _fit(self, features: Iterator[Tensor]) -> None:
         count, total, outer = 0, 0.0, 0.0
-        for f in self._features(model, images):
+        for f in features:
             f = f.double().flatten(2).permute(2, 0, 1)  # (L, b, D)
             if self.shared:
                 f = f.reshape(1, -1, f.shape[-1])  # every location is a sample of one Gaussian
@@ -195,16 +226,70 @@ class PatchScorer:
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
         cov = 0.99 * cov + 0.01 * mu * eye + 1e-6 * eye
         self.mean, self.precision = mean.float(), torch.linalg.inv(cov).float()
-        return self
 
-    @torch.no_grad()
-    def score(self, model: PretextModel, images: Tensor) -> Tensor:
-        """(M, 1, S, S) float anomaly maps of (M, 3, S, S) uint8 images."""
-        maps = []
-        for f in self._features(model, images):
-            b, d, h, w = f.shape
-            diff = f.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]  # (L, b, D)
-            dist = ((diff @ self.precision) * diff).sum(dim=2).clamp_min(0).sqrt()  # (L, b)
-            maps.append(dist.T.reshape(b, 1, h, w))
-        maps = F.interpolate(torch.cat(maps), size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return gaussian_blur(maps, self.sigma)
+    def _score(self, features: Tensor) -> Tensor:
+        b, _, h, w = features.shape
+        diff = features.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]  # (L, b, D)
+        dist = ((diff @ self.precision) * diff).sum(dim=2).clamp_min(0).sqrt()  # (L, b)
+        return dist.T.reshape(b, 1, h, w)
+
+
+class PatchKNN(PatchScorer):
+    """Distance to the nearest normal patch feature of any image at any place (a memory bank, as
+    in PatchCore): no alignment assumed, so it suits objects that move.
+
+    The bank keeps at most ``memory`` features, a greedy k-centre coreset of all training
+    features (chosen on a random 32-d projection), so scoring cost stays bounded.
+    """
+
+    def __init__(self, *args, memory: int = 10_000, block: int = 4096, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if memory < 1:
+            raise ValueError(f"memory={memory}: keep at least one feature.")
+        self.memory, self.block = memory, block
+
+    def _fit(self, features: Iterator[Tensor]) -> None:
+        bank = torch.cat([f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]) for f in features])
+        self.bank = bank[greedy_coreset(bank, self.memory, seed=self.seed)]
+
+    def _score(self, features: Tensor) -> Tensor:
+        b, d, h, w = features.shape
+        queries = features.flatten(2).transpose(1, 2).reshape(-1, d)
+        nearest = torch.cat([torch.cdist(chunk, self.bank).amin(dim=1) for chunk in queries.split(self.block)])
+        return nearest.reshape(b, 1, h, w)
+
+
+def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 32) -> Tensor:
+    """(min(size, N),) int64 indices of (N, D) ``points`` chosen by greedy k-centre selection:
+    each next point is the one farthest from those chosen, measured on a random projection to
+    ``projection`` dimensions. Covers the feature space evenly, rare features included."""
+    n = len(points)
+    if size >= n:
+        return torch.arange(n, device=points.device)
+    generator = torch.Generator().manual_seed(seed)
+    if points.shape[1] > projection:
+        matrix = torch.randn(points.shape[1], projection, generator=generator).to(points) / math.sqrt(projection)
+        points = points @ matrix
+    chosen = torch.empty(size, dtype=torch.int64, device=points.device)
+    chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    distance = torch.full((n,), math.inf, device=points.device, dtype=points.dtype)
+    for i in range(1, size):  # fitting, not the hot path: one pass over the points per centre
+        distance = torch.minimum(distance, (points - points[chosen[i - 1]]).square().sum(dim=1))
+        chosen[i] = distance.argmax()
+    return chosen
+
+
+#: Anomaly map scorers by name; "auto" picks per category (`patch_scorer_for`).
+PATCH_SCORERS = ("per_location", "shared", "knn")
+
+
+def create_patch_scorer(name: str, **options) -> PatchScorer:
+    """``"per_location"`` or ``"shared"`` (`PatchGaussian`), ``"knn"`` (`PatchKNN`); ``options``
+    go to the scorer (channels, sigma, layers, memory, ...)."""
+    if name == "per_location":
+        return PatchGaussian(shared=False, **options)
+    if name == "shared":
+        return PatchGaussian(shared=True, **options)
+    if name == "knn":
+        return PatchKNN(**options)
+    raise ValueError(f"unknown patch scorer {name!r}: choose one of {PATCH_SCORERS} (or 'auto').")

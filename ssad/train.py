@@ -13,6 +13,7 @@ on GPUs, gloo on CPUs): each rank synthesizes its own share of the batch with it
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -51,20 +52,40 @@ def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoint.pt"
 
 
-def augment_normals(images: Tensor, max_shift: float, flip: bool, generator: torch.Generator) -> Tensor:
-    """Light geometric augmentation: (B, C, S, S) uint8 -> float in [0, 1], each image shifted by
-    up to ``max_shift`` of its side (reflected at the border) and, with ``flip``, mirrored at random."""
+def augment_normals(
+    images: Tensor,
+    max_shift: float,
+    flip: bool,
+    generator: torch.Generator,
+    rotate: bool = False,
+    object_masks: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Light geometric augmentation of (B, C, S, S) uint8 normal images -> float in [0, 1]: each
+    image shifted by up to ``max_shift`` of its side (reflected at the border), with ``flip``
+    mirrored at random, with ``rotate`` turned by a uniform random angle about its centre (for
+    objects that lie at any angle). ``object_masks`` (B or 1, 1, S, S) bool, if given, move with
+    their images (nearest neighbour) and come back (B, 1, S, S); else None comes back."""
     x = images.float() / 255
-    if max_shift == 0 and not flip:
-        return x
+    if max_shift == 0 and not flip and not rotate:
+        return x, object_masks
     batch, device = x.shape[0], x.device
     rand = torch.rand(batch, 4, generator=generator, device=device)
     sign = torch.where(rand[:, 2:] < 0.5, -1.0, 1.0) if flip else torch.ones(batch, 2, device=device)
     theta = torch.zeros(batch, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 1, 1] = sign[:, 0], sign[:, 1]
+    if rotate:  # drawn only when asked, so runs without rotation keep their random stream
+        angle = torch.rand(batch, generator=generator, device=device) * (2 * math.pi)
+        cos, sin = angle.cos(), angle.sin()
+        rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
+        theta[:, :, :2] = rotation @ theta[:, :, :2]
     theta[:, :, 2] = (rand[:, :2] * 2 - 1) * 2 * max_shift  # the grid spans [-1, 1]: a side is 2
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if object_masks is not None:
+        masks = object_masks.float().expand(batch, -1, -1, -1)
+        masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+        object_masks = masks > 0.5
+    return x, object_masks
 
 
 def train(
@@ -103,9 +124,10 @@ def train(
     sampler = BatchSampler(len(data.train), cfg.batch_size // world, generator)
     # Augmented images are floats in [0, 1] by construction: skip the range check and its read-back.
     synth = DefectSynthesizer(replace(config.synth, check_values=False))
+    rotate = cfg.rotates(data.moves)
 
     def make_batch(normal: Tensor, object_masks: Tensor, sources: Tensor | None) -> SynthOutput:
-        return pretext_batch(normal, object_masks, sources, synth, cfg, generator)
+        return pretext_batch(normal, object_masks, sources, synth, cfg, generator, rotate)
 
     if cfg.cuda_graph and device.type == "cuda":  # a batch is used up by its step: no copies
         make_batch = CudaGraphed(make_batch, generator=generator, clone=False)
@@ -200,11 +222,13 @@ def pretext_batch(
     synth: DefectSynthesizer,
     cfg: TrainConfig,
     generator: torch.Generator,
+    rotate: bool = False,
 ) -> SynthOutput:
-    """The data side of a step, all on the device: (B, 3, S, S) uint8 normal images -> light
-    geometric augmentation -> synthetic defects. ``sources`` (K, 3, S, S) uint8 feed texture
-    cut-paste (None for objects)."""
-    augmented = augment_normals(images, cfg.max_shift, cfg.flip, generator)
+    """The data side of a step, all on the device: (B, 3, S, S) uint8 normal images and their
+    (B or 1, 1, S, S) bool object masks -> light geometric augmentation (any angle with
+    ``rotate``), the masks moved along -> synthetic defects. ``sources`` (K, 3, S, S) uint8 feed
+    texture cut-paste (None for objects)."""
+    augmented, object_masks = augment_normals(images, cfg.max_shift, cfg.flip, generator, rotate, object_masks)
     picked = _pick_sources(sources, len(images), generator, as_float=True)
     return synth(augmented, object_masks=object_masks, source_images=picked, generator=generator)
 

@@ -8,7 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from ssad.model import create_model
-from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density, gaussian_blur, ledoit_wolf
+from ssad.score import (
+    PATCH_SCORERS,
+    GaussianDensity,
+    KNNDensity,
+    PatchGaussian,
+    PatchKNN,
+    create_density,
+    create_patch_scorer,
+    gaussian_blur,
+    greedy_coreset,
+    ledoit_wolf,
+)
 
 
 def _ledoit_wolf_textbook(x: np.ndarray) -> float:
@@ -72,13 +83,14 @@ def test_gaussian_blur_keeps_constants_and_spreads_a_peak():
     assert blurred[..., 10, 10] == blurred.max() and blurred[..., 10, 12] > 0
 
 
-def test_patch_scorer_lights_up_a_foreign_patch():
+@pytest.mark.parametrize("name", PATCH_SCORERS)
+def test_every_patch_scorer_lights_up_a_foreign_patch(name):
     torch.manual_seed(0)
     model = create_model("scratch")[0]
     g = torch.Generator().manual_seed(2)
     low = torch.rand(24, 3, 8, 8, generator=g) * 0.2 + 0.4
     images = (F.interpolate(low, size=64, mode="bilinear", align_corners=False) * 255).to(torch.uint8)
-    scorer = PatchScorer(channels=32, sigma=1.0).fit(model, images[:20])
+    scorer = create_patch_scorer(name, channels=32, sigma=1.0).fit(model, images[:20])
     test = images[20:].clone()
     test[0, :, 8:24, 36:52] = 255  # a bright square in the top right
     maps = scorer.score(model, test)
@@ -86,5 +98,46 @@ def test_patch_scorer_lights_up_a_foreign_patch():
     inside, outside = maps[0, 0, 8:24, 36:52].mean(), maps[0, 0, 40:, :24].mean()
     assert inside > 2 * outside
     assert maps[0].max() > maps[1:].max()
+
+
+def test_patch_scorer_factory_and_arguments_are_checked():
+    assert isinstance(create_patch_scorer("shared"), PatchGaussian) and create_patch_scorer("shared").shared
+    assert isinstance(create_patch_scorer("knn", memory=5), PatchKNN)
     with pytest.raises(ValueError, match="layers"):
-        PatchScorer(layers=("layer9",))
+        create_patch_scorer("per_location", layers=("layer9",))
+    with pytest.raises(ValueError, match="unknown patch scorer 'nearest'"):
+        create_patch_scorer("nearest")
+    with pytest.raises(ValueError, match="memory"):
+        create_patch_scorer("knn", memory=0)
+
+
+def test_knn_scorer_does_not_assume_alignment():
+    """A pattern that moves between training images is normal anywhere for the memory, but not
+    for a Gaussian per location, which saw it at one place only."""
+    torch.manual_seed(0)
+    model = create_model("scratch")[0]
+    g = torch.Generator().manual_seed(3)
+    images = torch.full((17, 3, 64, 64), 100, dtype=torch.uint8)
+    images += (torch.rand(17, 1, 64, 64, generator=g) * 20).to(torch.uint8)
+    for i in range(16):  # a bright bar at one of two places
+        top = 8 + 32 * (i % 2)
+        images[i, :, top : top + 8, 8:56] = 220
+    test = images[16:].clone()
+    test[0, :, 24:32, 8:56] = 220  # the bar, between them, on layer2's 8-pixel grid
+    ratios = {}
+    for name in ("per_location", "knn"):
+        maps = create_patch_scorer(name, channels=32, sigma=1.0).fit(model, images[:16]).score(model, test)
+        ratios[name] = maps[0, 0, 24:32, 16:48].mean() / maps[0, 0, 48:, :].mean()
+    assert ratios["knn"] < 0.5 * ratios["per_location"]
+
+
+def test_greedy_coreset_covers_rare_points_and_is_bounded():
+    g = torch.Generator().manual_seed(0)
+    crowd = torch.randn(2000, 8, generator=g) * 0.1
+    outliers = torch.randn(5, 8, generator=g) * 0.1 + 10 * torch.eye(8)[:5]
+    points = torch.cat([crowd, outliers])
+    chosen = greedy_coreset(points, 50, seed=1, projection=32)
+    assert chosen.shape == (50,) and chosen.unique().numel() == 50
+    assert set(range(2000, 2005)) <= set(chosen.tolist())  # every far-off point is a centre
+    assert torch.equal(chosen, greedy_coreset(points, 50, seed=1, projection=32))
+    assert torch.equal(greedy_coreset(points, 10_000), torch.arange(len(points)))

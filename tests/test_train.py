@@ -17,7 +17,7 @@ from ssad.config import load_config
 from ssad.data import load_category, make_demo_dataset
 from ssad.model import create_model
 from ssad.synth import DefectSynthesizer
-from ssad.train import checkpoint_path, pretext_accuracy, train
+from ssad.train import augment_normals, checkpoint_path, pretext_accuracy, train
 
 SIZE = 64
 
@@ -157,3 +157,32 @@ def test_two_gloo_processes_keep_equal_weights(demo, tmp_path):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert load_checkpoint(checkpoint_path(tmp_path / "run"), _config(3, batch_size=8))["step"] == 3
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_rotation_turns_each_image_and_its_object_mask_together(flip):
+    images = torch.full((8, 3, 64, 64), 20, dtype=torch.uint8)
+    images[:, :, 12:28, 20:52] = 230  # an off-centre bright bar: its mask
+    masks = images[:1, :1] > 128
+    g = torch.Generator().manual_seed(0)
+    out, moved = augment_normals(images, 0.03, flip, g, rotate=True, object_masks=masks)
+    assert out.shape == (8, 3, 64, 64) and out.dtype == torch.float32 and moved.shape == (8, 1, 64, 64)
+    assert moved.dtype == torch.bool
+    agree = (moved == (out[:, :1] > 0.5)).float().mean(dim=(1, 2, 3))
+    assert agree.min() > 0.98  # the mask still covers the bar (edges differ by interpolation)
+    centres = [torch.nonzero(m[0]).float().mean(dim=0) for m in moved]
+    spread = torch.stack(centres).std(dim=0)
+    assert spread.min() > 4  # the bar went to different places: turned by different angles
+
+
+def test_rotate_auto_turns_objects_that_move_only():
+    cfg = load_config([], overrides=[]).train
+    assert cfg.rotate == "auto" and cfg.rotates(True) and not cfg.rotates(False)
+    assert load_config([], overrides=['train.rotate="any"']).train.rotates(False)
+    assert not load_config([], overrides=['train.rotate="none"']).train.rotates(True)
+    with pytest.raises(ValueError, match="train.rotate='sometimes'"):
+        load_config([], overrides=['train.rotate="sometimes"'])
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    out, masks = augment_normals(images, 0.0, False, g)
+    assert masks is None and torch.equal(out, images.float() / 255)
