@@ -13,7 +13,7 @@ from ssad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.score import create_density, create_patch_scorer, embed_images
 
-__all__ = ["Evaluation", "evaluate", "patch_options"]
+__all__ = ["Evaluation", "evaluate"]
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Evaluation:
     anomaly_maps: Tensor
 
 
-def patch_options(cfg: ScoreConfig, scorer: str, image_size: int) -> dict:
+def _patch_options(cfg: ScoreConfig, scorer: str, image_size: int) -> dict:
     """Keyword arguments of `create_patch_scorer(scorer, ...)` from the config (sigma scaled to the
     image size)."""
     options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
@@ -43,7 +43,7 @@ def evaluate(model: PretextModel, data: CategoryData, cfg: ScoreConfig) -> Evalu
     image_scores = density.score(embed_images(model, data.test))
 
     scorer = cfg.patch_scorer_for(data.moves)
-    patches = create_patch_scorer(scorer, **patch_options(cfg, scorer, data.image_size))
+    patches = create_patch_scorer(scorer, **_patch_options(cfg, scorer, data.image_size))
     maps = patches.fit(model, data.train).score(model, data.test)
 
     labels, masks = data.test_labels, data.test_masks

@@ -63,8 +63,8 @@ def augment_normals(
     """Light geometric augmentation of (B, C, S, S) uint8 normal images -> float in [0, 1]: each
     image shifted by up to ``max_shift`` of its side (reflected at the border), with ``flip``
     mirrored at random, with ``rotate`` turned by a uniform random angle about its centre (for
-    objects that lie at any angle). ``object_masks`` (B or 1, 1, S, S) bool, if given, move with
-    their images (nearest neighbour) and come back (B, 1, S, S); else None comes back."""
+    objects that lie at any angle). ``object_masks`` (B or 1, 1, S, S) bool move with their images
+    (nearest neighbour) and come back (B, 1, S, S); unchanged when nothing moves, None if None."""
     x = images.float() / 255
     if max_shift == 0 and not flip and not rotate:
         return x, object_masks
