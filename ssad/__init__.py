@@ -1,5 +1,6 @@
 """ssad: batched, on-device defect synthesis for self-supervised anomaly detection."""
 
-__version__ = "0.1.0"
+from ssad._version import __version__
+from ssad.detector import Detection, Detector, load_detector
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Detection", "Detector", "load_detector"]

@@ -95,6 +95,9 @@ class ScoreConfig:
     patch_channels: int = 100
     patch_memory: int = 10_000
     sigma: float = 4.0
+    #: The detector's threshold for users without labelled defects: this quantile of the normal
+    #: training images' scores (image level) and of their maps' maxima (pixel level).
+    normal_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         if self.density not in ("gaussian", "knn"):
@@ -103,6 +106,8 @@ class ScoreConfig:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
         if self.patch_scorer not in ("auto", *PATCH_SCORERS):
             raise ValueError(f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS}.")
+        if not 0 < self.normal_quantile < 1:
+            raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
 

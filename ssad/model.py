@@ -63,6 +63,12 @@ class PretextModel(nn.Module):
         layer2 = r.layer2(layer1)
         return {"layer1": layer1, "layer2": layer2, "layer3": r.layer3(layer2)}
 
+    def embed_and_maps(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """`embed` and `feature_maps` of normalised images from one pass through the network."""
+        maps = self.feature_maps(images)
+        r = self.backbone
+        return torch.flatten(r.avgpool(r.layer4(maps["layer3"])), 1), maps
+
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
 

@@ -74,7 +74,8 @@ def test_panels(
     out_dir: Path,
     scale: tuple[float, float],
 ) -> None:
-    """One picture per test image: the image, its ground truth outlined, the anomaly map overlaid.
+    """One picture per image: the image, a mask outlined (the ground truth of a test image, or the
+    predicted defect region), the anomaly map overlaid.
 
     Args: images (M, 3, S, S) uint8; masks (M, 1, S, S) bool; maps (M, 1, S, S) float; names, one
     file stem per image; scale (low, high): map values shown as the coldest and hottest colour

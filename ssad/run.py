@@ -6,9 +6,12 @@
 Each run trains the pretext model, fits densities on the normal training images, scores the test
 images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
 config), ``meta.json`` (versions, seed, device, initialisation, notes), ``train_log.jsonl``,
-``checkpoint.pt``, ``metrics.json``, ``synthetic_samples.png``, ``roc.png`` and
+``checkpoint.pt``, ``metrics.json``, ``detector.pt`` (for `python -m ssad.predict` and
+`python -m ssad.export`), ``synthetic_samples.png``, ``roc.png`` and
 ``test_images/<defect>_<stem>.png`` (image | ground truth | anomaly map). A run folder is never
-overwritten; ``--resume`` continues the run in ``--out`` (or the newest run of the category).
+overwritten; ``--resume`` continues the run in ``--out`` (or the newest run of the category), and
+refits and rewrites everything after training (a finished run only refits: the way to give an
+older run folder its ``detector.pt``).
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def run_one(
         return {}
     evaluation = evaluate(result.model, data, config.score)
     write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
+    evaluation.detector.save(run_dir / "detector.pt")
     _save_pictures(data, evaluation, run_dir)
     meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log, notes=notes.lines)
     write_json(run_dir / "meta.json", meta)

@@ -12,8 +12,11 @@ fits one Gaussian per grid location (objects that sit still) or one shared by al
 measures the distance to the nearest normal patch of a coreset memory (objects that move).
 bench/localization.py compares them.
 
+Every scorer is an `nn.Module` whose fitted state (means, precisions, memory banks, kept channels)
+is registered as buffers by ``fit``: a `ssad.detector.Detector` saves and moves them with its network.
+
 Nothing here builds a matrix that grows with the square of the training set: the covariance is
-accumulated from feature sums, kNN scores test features against training features in blocks.
+accumulated from feature sums, `PatchKNN` scores features against its memory bank in blocks.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ssad.model import PretextModel, normalise
 
@@ -64,14 +67,20 @@ def ledoit_wolf(features: Tensor) -> tuple[Tensor, Tensor, float]:
     return mean, shrunk, shrinkage
 
 
-class GaussianDensity:
+def _set_buffers(module: nn.Module, **tensors: Tensor) -> None:
+    """Register fitted tensors as buffers: saved in the state dict, moved by ``.to(device)``."""
+    for name, value in tensors.items():
+        module.register_buffer(name, value)
+
+
+class GaussianDensity(nn.Module):
     """Mahalanobis distance to the training features under a shrunk Gaussian (CutPaste's scorer)."""
 
     def fit(self, features: Tensor) -> GaussianDensity:
         """features: (N, D) float, normal samples."""
         features = F.normalize(features.float(), dim=1)
         mean, cov, self.shrinkage = ledoit_wolf(features)
-        self.mean, self.precision = mean.float(), torch.linalg.inv(cov).float()
+        _set_buffers(self, mean=mean.float(), precision=torch.linalg.inv(cov).float())
         return self
 
     def score(self, features: Tensor) -> Tensor:
@@ -80,26 +89,25 @@ class GaussianDensity:
         return ((diff @ self.precision) * diff).sum(dim=1).clamp_min(0).sqrt()
 
 
-class KNNDensity:
+class KNNDensity(nn.Module):
     """Mean cosine distance to the k nearest training features (the seed's scorer)."""
 
-    def __init__(self, k: int = 3, block: int = 1024) -> None:
-        self.k, self.block = k, block
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        self.k = k
 
     def fit(self, features: Tensor) -> KNNDensity:
         """features: (N, D) float, normal samples; needs N >= k."""
         if len(features) < self.k:
             raise ValueError(f"kNN with k={self.k} needs at least {self.k} training features; got {len(features)}.")
-        self.bank = F.normalize(features.float(), dim=1)
+        _set_buffers(self, bank=F.normalize(features.float(), dim=1))
         return self
 
     def score(self, features: Tensor) -> Tensor:
-        """(M,) float scores of (M, D) features, computed in blocks of test features."""
-        scores = []
-        for chunk in F.normalize(features.float(), dim=1).split(self.block):
-            similarity = chunk @ self.bank.T  # (block, N): linear in the training set
-            scores.append(1 - similarity.topk(self.k, dim=1).values.mean(dim=1))
-        return torch.cat(scores)
+        """(M,) float scores of (M, D) features. The bank is one feature per training image, so an
+        (M, N) similarity matrix stays small."""
+        similarity = F.normalize(features.float(), dim=1) @ self.bank.T
+        return 1 - similarity.topk(self.k, dim=1).values.mean(dim=1)
 
 
 def create_density(name: str, k: int = 3) -> GaussianDensity | KNNDensity:
@@ -140,13 +148,16 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
 _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
 
 
-class PatchScorer:
+class PatchScorer(nn.Module):
     """Anomaly maps from dense intermediate features; subclasses say how a feature is scored.
 
     Features of ``layers`` are upsampled to the grid of the first one and concatenated; a fixed
     random subset of ``channels`` of them is kept. Maps are the per-location scores, upsampled to
     the image and smoothed with a Gaussian of ``sigma`` pixels.
     """
+
+    #: Constructor options a saved scorer is rebuilt from (`ssad.detector`).
+    options = ("channels", "sigma", "layers", "seed", "batch_size")
 
     def __init__(
         self,
@@ -162,35 +173,47 @@ class PatchScorer:
         available = sum(_LAYER_CHANNELS[name] for name in layers)
         if not 1 <= channels <= available:
             raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}.")
+        super().__init__()
         self.channels, self.sigma, self.layers = channels, sigma, layers
         self.seed, self.batch_size = seed, batch_size
 
+    def patch_features(self, feature_maps: dict[str, Tensor]) -> Tensor:
+        """(b, channels, h, w) float features on the grid of the first layer, from the network's
+        `PretextModel.feature_maps`."""
+        grid = feature_maps[self.layers[0]].shape[-2:]
+        stacked = [F.interpolate(feature_maps[name].float(), size=grid, mode="bilinear", align_corners=False)
+                   for name in self.layers]
+        return torch.cat(stacked, dim=1)[:, self.keep]
+
+    def anomaly_maps(self, feature_maps: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+        """(b, 1, *size) float smoothed anomaly maps from the network's feature maps of images of
+        that ``size``; needs ``fit`` first."""
+        maps = F.interpolate(self._score(self.patch_features(feature_maps)), size=size, mode="bilinear",
+                             align_corners=False)
+        return gaussian_blur(maps, self.sigma)
+
     @torch.no_grad()
-    def _features(self, model: PretextModel, images: Tensor) -> Iterator[Tensor]:
-        """Per batch: (b, channels, h, w) float features on the grid of the first layer."""
+    def _features(self, model: PretextModel, images: Tensor) -> Iterator[dict[str, Tensor]]:
+        """The network's feature maps of (N, 3, S, S) uint8 images, per batch, in eval mode."""
         model.eval()
         for x in _batches(images, self.batch_size):
-            maps = model.feature_maps(x)
-            grid = maps[self.layers[0]].shape[-2:]
-            stacked = [F.interpolate(maps[name].float(), size=grid, mode="bilinear", align_corners=False)
-                       for name in self.layers]
-            yield torch.cat(stacked, dim=1)[:, self.keep]
+            yield model.feature_maps(x)
 
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:
         """Fit on (N, 3, S, S) uint8 normal images."""
         generator = torch.Generator().manual_seed(self.seed)
         available = sum(_LAYER_CHANNELS[name] for name in self.layers)
-        self.keep = torch.randperm(available, generator=generator)[: self.channels].sort().values.to(images.device)
-        self._fit(self._features(model, images))
+        keep = torch.randperm(available, generator=generator)[: self.channels].sort().values
+        _set_buffers(self, keep=keep.to(images.device))
+        self._fit(self.patch_features(maps) for maps in self._features(model, images))
         return self
 
     @torch.no_grad()
     def score(self, model: PretextModel, images: Tensor) -> Tensor:
         """(M, 1, S, S) float anomaly maps of (M, 3, S, S) uint8 images."""
-        maps = torch.cat([self._score(f) for f in self._features(model, images)])
-        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return gaussian_blur(maps, self.sigma)
+        size = tuple(images.shape[-2:])
+        return torch.cat([self.anomaly_maps(maps, size) for maps in self._features(model, images)])
 
     def _fit(self, features: Iterator[Tensor]) -> None:
         """Fit on batches of (b, D, h, w) normal features."""
@@ -204,6 +227,8 @@ class PatchScorer:
 class PatchGaussian(PatchScorer):
     """Mahalanobis distance under one Gaussian per grid location (``shared=False``: objects that
     sit still look alike at each place) or one Gaussian for all locations (``shared=True``)."""
+
+    options = (*PatchScorer.options, "shared")
 
     def __init__(self, *args, shared: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -225,7 +250,7 @@ class PatchGaussian(PatchScorer):
         mu = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
         cov = 0.99 * cov + 0.01 * mu * eye + 1e-6 * eye
-        self.mean, self.precision = mean.float(), torch.linalg.inv(cov).float()
+        _set_buffers(self, mean=mean.float(), precision=torch.linalg.inv(cov).float())
 
     def _score(self, features: Tensor) -> Tensor:
         b, _, h, w = features.shape
@@ -242,7 +267,7 @@ class PatchKNN(PatchScorer):
     features (chosen on a random 32-d projection), so scoring cost stays bounded.
     """
 
-    def __init__(self, *args, memory: int = 10_000, block: int = 4096, **kwargs) -> None:
+    def __init__(self, *args, memory: int = 10_000, block: int = 1024, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if memory < 1:
             raise ValueError(f"memory={memory}: keep at least one feature.")
@@ -250,12 +275,17 @@ class PatchKNN(PatchScorer):
 
     def _fit(self, features: Iterator[Tensor]) -> None:
         bank = torch.cat([f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]) for f in features])
-        self.bank = bank[greedy_coreset(bank, self.memory, seed=self.seed)]
+        _set_buffers(self, bank=bank[greedy_coreset(bank, self.memory, seed=self.seed)])
 
     def _score(self, features: Tensor) -> Tensor:
         b, d, h, w = features.shape
         queries = features.flatten(2).transpose(1, 2).reshape(-1, d)
-        nearest = torch.cat([torch.cdist(chunk, self.bank).amin(dim=1) for chunk in queries.split(self.block)])
+        # Blocks of the bank, not of the queries: the bank's size is fixed once fitted, so a traced
+        # detector (`ssad.export`) runs the same loop for any batch.
+        first, *rest = self.bank.split(self.block)
+        nearest = torch.cdist(queries, first).amin(dim=1)
+        for chunk in rest:
+            nearest = torch.minimum(nearest, torch.cdist(queries, chunk).amin(dim=1))
         return nearest.reshape(b, 1, h, w)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -21,3 +23,19 @@ def test_training_loop_example_runs():
     out = scope["out"]
     assert out.images.shape == (16, 3, 128, 128) and out.labels.shape == (16,)
     assert scope["loss"].isfinite()
+
+
+def test_detector_example_runs(tmp_path):
+    from ssad.config import ScoreConfig
+    from ssad.detector import fit_detector
+    from ssad.model import create_model
+
+    torch.manual_seed(0)
+    model, _ = create_model("scratch")
+    train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
+    fit_detector(model, train, ScoreConfig(patch_scorer="knn", patch_memory=200), moves=True).save(tmp_path / "detector.pt")
+    scope: dict = {"run_dir": tmp_path}
+    exec(compile(_example("detector"), "README detector", "exec"), scope)
+    out = scope["out"]
+    assert out.scores.shape == (4,) and out.maps.shape == out.defect_masks.shape == (4, 1, 300, 200)
+    assert scope["detector"].thresholds == "normal"

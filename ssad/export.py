@@ -1,0 +1,108 @@
+"""``python -m ssad.export``: a run's detector as a TorchScript or ONNX model, for serving without ssad.
+
+    python -m ssad.export --run runs/screw/20261201-2140 --format torchscript   # RUN/detector.torchscript.pt
+    python -m ssad.export --run runs/screw/20261201-2140 --format onnx          # RUN/detector.onnx
+
+The exported model takes (B, 3, H, W) float images in [0, 1] (divide uint8 by 255 first) of any
+batch size and side, and returns four tensors, as `ssad.detector.Detection`: image scores (B,),
+anomaly maps (B, 1, H, W), image decisions (B,) bool, pixel decisions (B, 1, H, W) bool, at the
+run's thresholds (``--thresholds`` to choose). ONNX needs the optional extra:
+``pip install -e ".[onnx]"`` (the packages onnx and onnxscript).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ssad.atomic import atomic_write
+from ssad.detector import THRESHOLDS, Detector, find_detector, load_detector
+
+__all__ = ["main", "export_torchscript", "export_onnx", "FORMATS", "OUTPUT_NAMES"]
+
+FORMATS = ("torchscript", "onnx")
+OUTPUT_NAMES = ("scores", "maps", "anomalous", "defect_masks")
+
+
+class _Plain(nn.Module):
+    """The detector with plain tuple outputs and float input, which both exporters take."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return tuple(self.detector(images))
+
+
+def _example(detector: Detector) -> Tensor:
+    device = next(detector.parameters()).device
+    return torch.rand(2, 3, detector.image_size, detector.image_size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def export_torchscript(detector: Detector, path: Path) -> None:
+    """Trace ``detector`` (every branch of its forward depends only on its fitted state and the input
+    dtype, so a trace at one size serves every size) and save it to ``path`` atomically."""
+    with warnings.catch_warnings():
+        # torch marks TorchScript deprecated (it still loads everywhere); the tracer's warnings are
+        # about the input check, which a trace cannot keep.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(_Plain(detector).eval(), _example(detector), check_trace=False)
+        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+
+
+def export_onnx(detector: Detector, path: Path) -> None:
+    """Export ``detector`` to ONNX at ``path`` with dynamic batch size and sides (needs onnx, onnxscript)."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(
+            f"ONNX export needs the package(s) {', '.join(missing)}: pip install -e \".[onnx]\" "
+            f"(or use --format torchscript, which needs nothing more)."
+        )
+    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(
+            _Plain(detector).eval(), (_example(detector),), str(tmp), dynamo=True, external_data=False,
+            input_names=["images"], output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: batch, 2: height, 3: width},),
+        )
+
+    atomic_write(path, write)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ssad.export", description=__doc__.splitlines()[0].strip("`: "))
+    p.add_argument("--run", type=Path, required=True,
+                   help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", type=Path, help="output file (default: RUN/detector.torchscript.pt or RUN/detector.onnx)")
+    p.add_argument("--thresholds", choices=THRESHOLDS, help="decision thresholds (default: the run's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = find_detector(args.run)
+    out = args.out or path.parent / ("detector.torchscript.pt" if args.format == "torchscript" else "detector.onnx")
+    try:
+        detector = load_detector(path)
+        if args.thresholds:
+            detector.use_thresholds(args.thresholds)
+        (export_torchscript if args.format == "torchscript" else export_onnx)(detector, out)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({args.format}; input (B, 3, H, W) float in [0, 1]; outputs {', '.join(OUTPUT_NAMES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The saved detector: load, score, predict on files, export; and its answers to bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssad.data import load_category
+from ssad.detector import load_detector
+from ssad.export import export_onnx
+from ssad.export import main as export_main
+from ssad.metrics import auroc, image_auroc
+from ssad.predict import main as predict_main
+from ssad.run import main as run_main
+from ssad.score import embed_images
+
+TINY = ["--demo", "--image-size", "64", "--set", "train.batch_size=16", "--set", "train.init='scratch'",
+        "--no-progress", "--steps", "20"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished demo run (demo_moving: the kNN patch scorer) with its demo data in a private cache."""
+    base = tmp_path_factory.mktemp("detector")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSAD_CACHE_DIR", str(base / "cache"))
+        assert run_main([*TINY, "--category", "demo_moving", "--out", str(base / "run")]) == 0
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def demo_data(run):
+    root = run.parent / "cache" / "demo"
+    return load_category(root, "demo_moving", image_size=64, progress=False, cache_dir=run.parent / "cache")
+
+
+def test_saved_detector_reproduces_the_runs_metrics(run, demo_data):
+    detector = load_detector(run / "detector.pt")
+    assert detector.thresholds == "f1" and not detector.training
+    scores, maps = detector.score_all(demo_data.test)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert image_auroc(scores, demo_data.test_labels) == pytest.approx(metrics["image_auroc"], abs=1e-9)
+    # The same as fitting's own path (pooled embeddings -> density, dense maps -> patch scorer).
+    direct_scores = detector.density.score(embed_images(detector.model, demo_data.test))
+    direct_maps = detector.patches.score(detector.model, demo_data.test)
+    torch.testing.assert_close(scores, direct_scores, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(maps, direct_maps, rtol=1e-4, atol=1e-4)
+    # Decisions follow the thresholds; both pairs are finite.
+    out = detector(demo_data.test[:8])
+    assert torch.equal(out.anomalous, out.scores >= detector.image_threshold_f1)
+    assert torch.isfinite(torch.stack([detector.image_threshold_normal, detector.pixel_threshold_normal])).all()
+
+
+def test_detector_takes_uint8_float_grayscale_and_any_size(run, demo_data):
+    detector = load_detector(run / "detector.pt")
+    images = demo_data.test[:4]
+    as_uint8, as_float = detector(images), detector(images.float() / 255)
+    torch.testing.assert_close(as_uint8.scores, as_float.scores)
+    grey = images[:, :1]
+    torch.testing.assert_close(detector(grey).scores, detector(grey.expand(-1, 3, -1, -1)).scores)
+    big = detector(torch.rand(3, 3, 100, 150))
+    assert big.scores.shape == (3,) and big.maps.shape == big.defect_masks.shape == (3, 1, 100, 150)
+    assert big.anomalous.dtype == torch.bool
+    with pytest.raises(ValueError, match=r"\(B, 1 or 3, H, W\)"):
+        detector(torch.rand(3, 64, 64))
+
+
+def test_predict_on_the_test_folder_reproduces_the_image_auroc(run, tmp_path):
+    out = tmp_path / "pred"
+    test_dir = run.parent / "cache" / "demo" / "demo_moving" / "test"
+    assert predict_main(["--run", str(run), str(test_dir), "--out", str(out), "--maps", "--no-progress"]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == len(list(test_dir.rglob("*.png")))
+    scores = torch.tensor([float(r["score"]) for r in rows])
+    labels = torch.tensor([Path(r["path"]).parent.name != "good" for r in rows])
+    # The same decoding and network as the run; batches differ, so allow a tie to flip.
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert auroc(scores, labels) == pytest.approx(metrics["image_auroc"], abs=0.01)
+    assert {r["anomalous"] for r in rows} <= {"0", "1"}
+    assert len(list((out / "maps").glob("*.png"))) == len(rows)
+    # Never overwritten.
+    assert predict_main(["--run", str(run), str(test_dir), "--out", str(out), "--no-progress"]) == 2
+
+
+def test_predict_names_bad_inputs_and_scores_the_rest(run, tmp_path, capsys):
+    good = next((run.parent / "cache" / "demo" / "demo_moving" / "test" / "good").glob("*.png"))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png at all")
+    missing = tmp_path / "missing.png"
+    out = tmp_path / "pred"
+    code = predict_main(["--run", str(run), str(good), str(corrupt), str(missing), str(tmp_path / "*.jpg"),
+                         "--out", str(out), "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "corrupt.png" in err and "missing.png: no such file" in err and "*.jpg: matches no file" in err
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["path"] for r in rows] == [str(good)]
+
+
+def test_detector_from_another_version_or_missing_is_refused(run, tmp_path, capsys):
+    payload = torch.load(run / "detector.pt", weights_only=True)
+    payload["format"] = 0
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save(payload, other / "detector.pt")
+    with pytest.raises(ValueError, match="format 0.*--resume"):
+        load_detector(other / "detector.pt")
+    assert predict_main(["--run", str(other), str(tmp_path), "--no-progress"]) == 2
+    assert "format 0" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        load_detector(tmp_path / "nowhere" / "detector.pt")
+
+
+def test_torchscript_export_equals_the_detector(run, tmp_path):
+    path = tmp_path / "model.pt"
+    assert export_main(["--run", str(run), "--format", "torchscript", "--out", str(path)]) == 0
+    exported, detector = torch.jit.load(str(path)), load_detector(run / "detector.pt")
+    for shape in [(5, 3, 64, 64), (2, 3, 90, 70)]:  # traced at (2, 3, 64, 64)
+        images = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+        for ours, theirs in zip(detector(images), exported(images)):
+            torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_needs_its_extra_or_equals_the_detector(run, tmp_path, monkeypatch):
+    detector = load_detector(run / "detector.pt")
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+        with pytest.raises(RuntimeError, match=r"\.\[onnx\]"):
+            export_onnx(detector, tmp_path / "model.onnx")
+        return
+    import onnxruntime
+
+    export_onnx(detector, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    images = torch.rand(3, 3, 80, 64, generator=torch.Generator().manual_seed(2))
+    theirs = session.run(None, {"images": images.numpy()})
+    for ours, other in zip(detector(images), theirs):
+        torch.testing.assert_close(torch.from_numpy(other), ours, rtol=1e-3, atol=1e-3)
+
+
+def test_resume_of_a_run_without_detector_writes_it(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSAD_CACHE_DIR", str(run.parent / "cache"))
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("checkpoint.pt", "config.json"):
+        (old / name).write_bytes((run / name).read_bytes())
+    assert run_main([*TINY, "--category", "demo_moving", "--out", str(old), "--resume"]) == 0
+    refit = load_detector(old / "detector.pt")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads((old / "metrics.json").read_text())["image_auroc"] == pytest.approx(metrics["image_auroc"])
+    assert refit.image_threshold_f1 == pytest.approx(float(load_detector(run / "detector.pt").image_threshold_f1))
