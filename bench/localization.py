@@ -45,7 +45,7 @@ def compare(run: Path, data_root: Path, channels: int) -> dict:
     """Every variant on one run: pixel AUROC, AUPRO, image AUROC of the map maxima, seconds."""
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
     data = load_category(data_root, config.data.category, image_size=config.data.image_size, progress=False)
-    model = PretextModel()
+    model = PretextModel(config.synth.num_classes)
     model.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
     rows = []
     for name, scorer, options in VARIANTS:

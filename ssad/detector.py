@@ -117,6 +117,7 @@ class Detector(nn.Module):
         density = {"k": self.density.k} if isinstance(self.density, KNNDensity) else {}
         return {
             "image_size": self.image_size,
+            "num_classes": self.model.classifier.out_features,
             "thresholds": self.thresholds,
             "density": [type(self.density).__name__, density],
             "patches": [type(self.patches).__name__, patches],
@@ -192,7 +193,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     density_kind, density_options = spec["density"]
     patch_kind, patch_options = spec["patches"]
     patch_options["layers"] = tuple(patch_options["layers"])
-    detector = Detector(PretextModel(num_classes=3), _DENSITIES[density_kind](**density_options),
+    detector = Detector(PretextModel(num_classes=spec["num_classes"]), _DENSITIES[density_kind](**density_options),
                         _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"])
     # The scorers' buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches."))]:

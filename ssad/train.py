@@ -115,7 +115,7 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         # Resuming loads the checkpoint's weights: no need to fetch the initial ones.
-        model, init_used = create_model("scratch" if resume else cfg.init, num_classes=3)
+        model, init_used = create_model("scratch" if resume else cfg.init, num_classes=config.synth.num_classes)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -1,10 +1,14 @@
-"""Shared test fixtures: where the real MVTec AD data lies (read in place, never copied)."""
+"""Shared test fixtures: where the real MVTec AD data lies (read in place, never copied), and a
+counter of the aten operations a call dispatches."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from torch.utils._python_dispatch import TorchDispatchMode
 
 MVTEC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec"
 
@@ -14,3 +18,40 @@ def mvtec_root() -> Path:
     if not (MVTEC_ROOT / "bottle" / "train" / "good").is_dir():
         pytest.skip(f"real MVTec AD data not found at {MVTEC_ROOT} (only present on the project's machines)")
     return MVTEC_ROOT
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_by_batch(call: Callable[[int], object], batches: tuple[int, ...]) -> list[Counter[str]]:
+    counts = []
+    for batch in batches:
+        with _CountOps() as mode:
+            call(batch)
+        counts.append(mode.ops)
+    return counts
+
+
+@pytest.fixture
+def ops_by_batch() -> Callable[[Callable[[int], object], tuple[int, ...]], list[Counter[str]]]:
+    """``ops_by_batch(call, (4, 256))``: the aten operations (name -> count) that ``call(batch)``
+    dispatches, for each batch size; vectorized code dispatches the same for every size."""
+    return _ops_by_batch
+
+
+def _reads_back(ops: Counter[str]) -> bool:
+    return any("_local_scalar_dense" in op or "nonzero" in op for op in ops)
+
+
+@pytest.fixture
+def reads_back() -> Callable[[Counter[str]], bool]:
+    """``reads_back(ops)``: whether the operations include a host-device sync (a value read back,
+    a nonzero)."""
+    return _reads_back

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ssad.synth import DefectSynthesizer, SynthConfig, object_mask
 
@@ -123,25 +121,12 @@ def test_a_thin_tip_grows_back_after_the_speck_removal():
     assert not object_mask(images, regrow=0.0, **options)[tip].any()
 
 
-def test_same_operations_for_any_batch_size_and_no_host_sync():
-    counts = []
-    for batch in (2, 8):
-        images = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator())
-        with _CountOps() as mode:
-            object_mask(images)
-        counts.append(mode.ops)
-    assert counts[0] == counts[1]
-    assert not any(("_local_scalar_dense" in op or "nonzero" in op) for op in counts[0])
+def test_same_operations_for_any_batch_size_and_no_host_sync(ops_by_batch, reads_back):
+    def call(batch: int) -> None:
+        object_mask(torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator()))
 
-
-class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
+    counts = ops_by_batch(call, (2, 8))
+    assert counts[0] == counts[1] and not reads_back(counts[0])
 
 
 def test_unknown_cues_are_refused():

@@ -6,12 +6,16 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["SynthConfig", "Interval", "FILL_MODES", "BACKENDS"]
+__all__ = ["SynthConfig", "Interval", "FILL_MODES", "BACKENDS", "FAMILIES", "PRETEXTS"]
 
 Interval = tuple[float, float]
 
 #: Fill modes, in the order of `SynthConfig.fill_probs` and of `params["fill_mode"]`.
 FILL_MODES = ("cut_paste", "average_colour", "flat_colour")
+#: Families of big defects, in the order of `SynthConfig.family_probs` and of ``params["family"]``.
+FAMILIES = ("cutpaste", "perlin", "poisson")
+#: "3way": the spec's labels, every big defect is 1; "families": Perlin blobs 3, Poisson patches 4.
+PRETEXTS = ("3way", "families")
 #: Compositing backends: "auto" takes the fused kernel where the device allows (kernels issue).
 BACKENDS = ("auto", "reference", "fused")
 
@@ -42,6 +46,27 @@ class SynthConfig:
     #: device; turn it off in a GPU hot loop once the pipeline is known good (uint8 needs none).
     check_values: bool = True
     backend: str = "auto"
+    #: Which family makes each big (label 1) defect: the spec's polygon cut-paste, a Perlin-noise
+    #: blob (`ssad.synth.perlin`) or a Poisson-blended patch (`ssad.synth.poisson`). The scar
+    #: (label 2) is always cut-paste.
+    family_probs: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    pretext: str = "3way"
+    #: Perlin: 2^k lattice cells across the image, k drawn per field in [low, high]; threshold on
+    #: the noise (about [-0.7, 0.7]); single field, union or intersection of two; fill opacity;
+    #: fill from another image or the image's own shuffled tiles (a perlin_tiles^2 grid); a mask
+    #: under perlin_min_area of the object takes that share of it with the highest noise.
+    perlin_scale: tuple[int, int] = (1, 4)
+    perlin_threshold: Interval = (0.1, 0.35)
+    perlin_combine_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    perlin_beta: Interval = (0.3, 1.0)
+    perlin_fill_probs: tuple[float, float] = (0.5, 0.5)
+    perlin_tiles: int = 4
+    perlin_min_area: float = 0.01
+    #: Poisson: patch side (fraction of sqrt(H * W)), its width / height (log-uniform), and how
+    #: much the source is magnified (log-uniform) when resampled into it.
+    poisson_size: Interval = (0.1, 0.3)
+    poisson_aspect: Interval = (0.5, 2.0)
+    poisson_scale: Interval = (0.75, 1.33)
 
     def __post_init__(self) -> None:
         _check_probs("class_probs", self.class_probs, 3)
@@ -75,8 +100,34 @@ class SynthConfig:
                 f"SynthConfig.polygon_points_per_side={self.polygon_points_per_side!r}: "
                 "use whole numbers with 1 <= low <= high <= 2 (4 to 8 vertices)."
             )
+        _check_probs("family_probs", self.family_probs, len(FAMILIES))
+        _check_probs("perlin_combine_probs", self.perlin_combine_probs, 3)
+        _check_probs("perlin_fill_probs", self.perlin_fill_probs, 2)
+        if self.pretext not in PRETEXTS:
+            raise ValueError(f"SynthConfig.pretext={self.pretext!r}: choose one of {PRETEXTS}.")
+        low_k, high_k = self.perlin_scale
+        if not (isinstance(low_k, int) and isinstance(high_k, int) and 0 <= low_k <= high_k <= 8):
+            raise ValueError(f"SynthConfig.perlin_scale={self.perlin_scale!r}: whole exponents with 0 <= low <= high <= 8.")
+        _check_interval("perlin_threshold", self.perlin_threshold)
+        low, high = _check_interval("perlin_beta", self.perlin_beta)
+        if low < 0 or high > 1:
+            raise ValueError(f"SynthConfig.perlin_beta={self.perlin_beta!r}: opacities within [0, 1].")
+        if not (isinstance(self.perlin_tiles, int) and self.perlin_tiles >= 1):
+            raise ValueError(f"SynthConfig.perlin_tiles={self.perlin_tiles!r}: a whole number >= 1.")
+        if not 0 < self.perlin_min_area <= 1:
+            raise ValueError(f"SynthConfig.perlin_min_area={self.perlin_min_area!r}: a share of the object in (0, 1].")
+        for name in ("poisson_size", "poisson_aspect", "poisson_scale"):
+            low, high = _check_interval(name, getattr(self, name))
+            if low <= 0 or (name == "poisson_size" and high > 0.6):
+                raise ValueError(f"SynthConfig.{name}={getattr(self, name)!r}: must be > 0"
+                                 + (" and the patch at most 0.6 of the side." if name == "poisson_size" else "."))
         if self.backend not in BACKENDS:
             raise ValueError(f"SynthConfig.backend={self.backend!r}: choose one of {BACKENDS}.")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the pretext task: 3, or 5 with one class per family."""
+        return 5 if self.pretext == "families" else 3
 
     @property
     def max_vertices(self) -> int:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
+from .perlin import blend_perlin
+from .poisson import poisson_blend, poisson_box
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
@@ -76,8 +79,18 @@ def apply(
     if _use_fused(images, config):
         from ssad.kernels import fused_apply
 
-        return fused_apply(images, params, config, source_images)
+        out, masks = fused_apply(images, params, config, source_images)
+    else:
+        out, masks = _cut_paste(images, params, config, source_images)
+    if "family" in params:
+        out, masks = _other_families(out, masks, params, config, source_images)
+    return out, masks
 
+
+def _cut_paste(
+    images: Tensor, params: dict[str, Tensor], config: SynthConfig, source_images: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """`apply` for the spec's defects, in torch."""
     batch, channels, height, width = images.shape
     box_h, box_w = compositing_box(config, height, width)
     colour = working_colour(params, images.dtype, channels)
@@ -123,6 +136,69 @@ def apply(
     masks = torch.zeros(batch, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(1, where_to[:, 0], inside[:, 0])
     return out.reshape(batch, channels, height, width), masks.reshape(batch, 1, height, width)
+
+
+def _other_families(
+    out: Tensor, masks: Tensor, params: dict[str, Tensor], config: SynthConfig, source_images: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Blend the Perlin and Poisson defects into the colour-jittered batch ``out`` (B, C, H, W),
+    where ``params["family"]`` says so; their masks join ``masks`` (B, 1, H, W) bool. Fills come
+    from ``source_images``, or from the next image of the batch."""
+    family = params["family"][:, None, None, None]
+    other = out.roll(1, dims=0) if source_images is None else source_images
+    if "perlin_mask" in params:
+        perlin = params["perlin_mask"] & (family == 1)
+        out = blend_perlin(out, params, perlin, other)
+        masks = masks | perlin
+    if "poisson_size" in params:
+        blended, changed = _poisson(out, params, config, other)
+        poisson = family == 2
+        out = torch.where(poisson, blended, out)
+        masks = masks | (changed & poisson)
+    return out, masks
+
+
+def _poisson(
+    images: Tensor, params: dict[str, Tensor], config: SynthConfig, sources: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Every sample with its Poisson patch blended in (`ssad.synth.poisson`): images like the
+    input, and (B, 1, H, W) bool masks of the defect."""
+    batch, channels, height, width = images.shape
+    size, centre, scale = params["poisson_size"], params["poisson_centre"], params["poisson_scale"]
+    box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
+    # The box: integer rows and columns around the patch centre (sampled to keep it inside).
+    top = (centre[:, 1] - box_h / 2).round().long().clamp(0, height - box_h)
+    left = (centre[:, 0] - box_w / 2).round().long().clamp(0, width - box_w)
+    rows = top[:, None] + torch.arange(box_h, device=images.device)  # (B, box_h)
+    cols = left[:, None] + torch.arange(box_w, device=images.device)
+    index = (rows[:, :, None] * width + cols[:, None, :]).reshape(batch, 1, -1).expand(-1, channels, -1)
+    scale_to = 255.0 if images.dtype == torch.uint8 else 1.0
+    flat = images.reshape(batch, channels, -1)
+    target = flat.gather(2, index).reshape(batch, channels, box_h, box_w).float() / scale_to
+
+    # Box pixel centres relative to the patch centre, in pixels; the patch samples the source there.
+    x = cols.float() + 0.5 - centre[:, :1]  # (B, box_w)
+    y = rows.float() + 0.5 - centre[:, 1:]
+    inside = ((x.abs() < size[:, :1] / 2)[:, None, :] & (y.abs() < size[:, 1:] / 2)[:, :, None])[:, None]
+    source = params["poisson_source"]
+    gx = (source[:, None, None, 0] + x[:, None, :] / scale[:, None, None]) * (2 / width) - 1
+    gy = (source[:, None, None, 1] + y[:, :, None] / scale[:, None, None]) * (2 / height) - 1
+    grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (B, box_h, box_w, 2)
+    patch = F.grid_sample(sources.float() / scale_to, grid, mode="bilinear", padding_mode="border",
+                          align_corners=False)
+    blended, _ = poisson_blend(target, patch, inside)
+    blended = blended.clamp(0, 1) * scale_to
+    if images.dtype == torch.uint8:
+        blended = blended.round()
+    blended = blended.to(images.dtype)
+    # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
+    # solve's smooth correction fades out over the whole box) and by at least one level.
+    change = (blended.float() - target * scale_to).abs().amax(dim=1, keepdim=True)
+    changed = change >= torch.maximum(0.1 * change.amax(dim=(2, 3), keepdim=True), torch.tensor(scale_to / 255))
+    out = flat.clone().scatter_(2, index, blended.reshape(batch, channels, -1))
+    masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
+    masks.scatter_(2, index[:, :1], changed.reshape(batch, 1, -1))
+    return out.reshape(images.shape), masks.reshape(batch, 1, height, width)
 
 
 def _use_fused(images: Tensor, config: SynthConfig) -> bool:

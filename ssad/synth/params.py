@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from .config import Interval, SynthConfig
+from .perlin import perlin_masks
+from .poisson import poisson_box
 
 __all__ = ["sample_params", "defect_extent"]
 
@@ -46,6 +48,15 @@ def sample_params(
         vertices (B, V, 2) x, y absolute pixel coordinates; num_vertices (B,) int64 (0 for label 0);
         fill_mode (B,) int64 index into FILL_MODES; flat_colour (B, C) in [0, 1];
         mask_fallback (B,) bool.
+    With other families in ``config.family_probs`` (drawn after the above, so the cut-paste
+    draws are those of a run without them), also: family (B,) int64 index into FAMILIES (0 for
+    normals and scars; the other families' samples get num_vertices 0, and with pretext
+    "families" labels 3 and 4); for Perlin: perlin_gradients (B, 2, L, L) lattice angles,
+    perlin_cells (B, 2) int64, perlin_angle (B,) degrees, perlin_threshold, perlin_beta (B,),
+    perlin_combine, perlin_fill (B,) int64, perlin_tiles (B, G*G) int64 permutation, perlin_mask
+    (B, 1, H, W) bool (`ssad.synth.perlin`); for Poisson: poisson_size (B, 2) patch width and
+    height in pixels, poisson_centre, poisson_source (B, 2) x, y, poisson_scale (B,)
+    magnification (`ssad.synth.poisson`).
     """
     batch, channels, height, width = (int(s) for s in shape)
     if batch < 1:
@@ -93,7 +104,7 @@ def sample_params(
     # an exact integer shift.
     source, _ = _sample_centres(source_local, height, width, None, generator)
 
-    return {
+    params = {
         "labels": labels,
         "brightness": uniform(1 - config.brightness, 1 + config.brightness),
         "contrast": uniform(1 - config.contrast, 1 + config.contrast),
@@ -109,6 +120,66 @@ def sample_params(
         "flat_colour": torch.rand(batch, channels, generator=generator, device=device),
         "mask_fallback": mask_fallback,
     }
+    if config.family_probs[0] < 1:  # drawn last, so the cut-paste draws match runs without families
+        params.update(_family_params(params, config, height, width, object_masks, generator, choose, uniform))
+    return params
+
+
+def _family_params(
+    params: dict[str, Tensor],
+    config: SynthConfig,
+    height: int,
+    width: int,
+    object_masks: Tensor | None,
+    generator: torch.Generator | None,
+    choose,
+    uniform,
+) -> dict[str, Tensor]:
+    """Each big defect's family and the parameters of the Perlin and Poisson families (drawn for
+    every sample, used by those of its family): see `sample_params`."""
+    labels = params["labels"]
+    batch, device = labels.shape[0], labels.device
+    family = torch.where(labels == 1, choose(config.family_probs), 0)
+    other = family > 0
+    out: dict[str, Tensor] = {
+        "family": family,
+        "num_vertices": torch.where(other, 0, params["num_vertices"]),  # no polygon for them
+    }
+    if config.pretext == "families":
+        out["labels"] = torch.where(family == 1, 3, torch.where(family == 2, 4, labels))
+
+    if config.family_probs[1] > 0:
+        low, high = config.perlin_scale
+        side, grid = 2**high, config.perlin_tiles
+        exponent = low + (torch.rand(batch, 2, generator=generator, device=device) * (high - low + 1)).floor()
+        perlin = {
+            "perlin_gradients": torch.rand(batch, 2, side, side, generator=generator, device=device) * (2 * math.pi),
+            "perlin_cells": (2 ** exponent.clamp_max(high)).long(),
+            "perlin_angle": uniform(0.0, 360.0),
+            "perlin_threshold": uniform(*config.perlin_threshold),
+            "perlin_combine": choose(config.perlin_combine_probs),
+            "perlin_beta": uniform(*config.perlin_beta),
+            "perlin_fill": choose(config.perlin_fill_probs),
+            "perlin_tiles": torch.rand(batch, grid * grid, generator=generator, device=device).argsort(dim=1),
+        }
+        perlin["perlin_mask"] = perlin_masks(perlin, height, width, config.perlin_min_area, object_masks)
+        out.update(perlin)
+
+    if config.family_probs[2] > 0:
+        box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
+        side = uniform(*config.poisson_size) * math.sqrt(height * width)
+        aspect = _log_uniform_union((config.poisson_aspect,), batch, generator, device)
+        # The rectangle stays off the box's border, which the solve keeps fixed.
+        patch_w = (side * aspect.sqrt()).clamp(2, box_w - 2)
+        patch_h = (side / aspect.sqrt()).clamp(2, box_h - 2)
+        scale = _log_uniform_union((config.poisson_scale,), batch, generator, device)
+        box = _rectangle_corners(torch.full_like(side, box_w - 1.0), torch.full_like(side, box_h - 1.0), 4)
+        centre, _ = _sample_centres(box, height, width, object_masks, generator)
+        source, _ = _sample_centres(_rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None,
+                                    generator)
+        out.update(poisson_size=torch.stack((patch_w, patch_h), dim=-1), poisson_centre=centre,
+                   poisson_source=source, poisson_scale=scale)
+    return out
 
 
 def defect_extent(config: SynthConfig, height: int, width: int) -> tuple[float, float]:

@@ -17,13 +17,14 @@ from torch import Tensor
 
 from ssad.atomic import atomic_write
 
-from .config import FILL_MODES
+from .config import FILL_MODES, SynthConfig
+from .perlin import PERLIN_FILLS
 from .module import DefectSynthesizer
 from .object_mask import object_mask
 
 __all__ = ["render_grid", "save_png", "main"]
 
-LABEL_NAMES = ("normal", "polygon", "scar")
+LABEL_NAMES = ("normal", "polygon", "scar", "perlin", "poisson")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _OUTLINE = torch.tensor([255, 32, 32], dtype=torch.uint8)
 
@@ -52,11 +53,20 @@ def render_grid(
         x, y = (i % columns) * width, (i // columns) * (height + caption)
         canvas.paste(Image.fromarray(tiles[i].permute(1, 2, 0).numpy()), (x, y + caption))
         label = int(labels[i])
-        text = f"{label} {LABEL_NAMES[label]}"
-        if label:
-            text += f" · {FILL_MODES[int(params['fill_mode'][i])].replace('_', ' ')}"
-        draw.text((x + 3, y + 2), text, fill="black")
+        draw.text((x + 3, y + 2), _caption(label, params, i), fill="black")
     return canvas
+
+
+def _caption(label: int, params: dict[str, Tensor], i: int) -> str:
+    """"<label> <what>" and how it was filled, e.g. "1 perlin · shuffled tiles"."""
+    family = int(params["family"][i]) if "family" in params else 0
+    if not label:
+        return "0 normal"
+    if family == 1:
+        return f"{label} perlin · {PERLIN_FILLS[int(params['perlin_fill'][i])].replace('_', ' ')}"
+    if family == 2:
+        return f"{label} poisson"
+    return f"{label} {LABEL_NAMES[label]} · {FILL_MODES[int(params['fill_mode'][i])].replace('_', ' ')}"
 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> None:
@@ -82,11 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-object-mask", action="store_true", help="place defects anywhere in the image")
+    parser.add_argument("--family-probs", type=float, nargs=3, default=(1.0, 0.0, 0.0), metavar=("CUTPASTE", "PERLIN", "POISSON"),
+                        help="families of the big defects (e.g. 0.34 0.33 0.33 shows every family)")
     args = parser.parse_args(argv)
 
     images = _load_images(args.images, args.n, args.size, np.random.default_rng(args.seed))
     masks = None if args.no_object_mask else object_mask(images)
-    out = DefectSynthesizer()(images, object_masks=masks, generator=torch.Generator().manual_seed(args.seed))
+    synth = DefectSynthesizer(SynthConfig(family_probs=tuple(args.family_probs)))
+    out = synth(images, object_masks=masks, generator=torch.Generator().manual_seed(args.seed))
     save_png(render_grid(out.images, out.labels, out.masks, out.params, args.columns), args.out)
     print(f"wrote {args.out} ({args.n} samples, labels {out.labels.bincount(minlength=3).tolist()})")
 

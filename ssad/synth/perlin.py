@@ -1,0 +1,127 @@
+"""The Perlin-noise defect family (DRAEM, MemSeg, GLASS style), batched: every sample has its own
+lattice scale, rotation, threshold and blend, and one call serves the whole batch.
+
+A sample's mask is where its noise field exceeds its threshold, inside the object. The field is
+one Perlin noise, or the maximum (union of the two masks) or minimum (intersection) of two, with
+2^k lattice cells across the image, k drawn per sample and per field. Inside the mask the image is
+blended with a fill, ``beta * fill + (1 - beta) * image``: another image (the source bank, or the
+next image of the batch) or the image itself with its tiles shuffled.
+
+No Python loop over samples, no host sync: every sample's noise is evaluated on the finest lattice
+allowed by ``SynthConfig.perlin_scale`` (coarser ones use its top-left corner, wrapped), and a mask
+its threshold leaves smaller than ``perlin_min_area`` of the object is redrawn at the threshold
+that keeps that share, whatever the batch. `ssad.synth.params` draws the parameters
+and the masks, `ssad.synth.functional.apply` blends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["perlin_noise", "perlin_masks", "blend_perlin", "shuffle_tiles", "PERLIN_FILLS"]
+
+#: Fill sources, in the order of ``SynthConfig.perlin_fill_probs`` and of ``params["perlin_fill"]``.
+PERLIN_FILLS = ("other_image", "shuffled_tiles")
+
+
+def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, width: int) -> Tensor:
+    """(B, H, W) float Perlin noise in about [-0.7, 0.7]: ``gradients`` (B, L, L) angles of a
+    periodic lattice, of which each sample uses the top-left ``cells`` (B,) int64 (<= L) cells
+    across the image; the sample coordinates are turned by ``angle`` (B,) degrees about the
+    image centre (the lattice wraps, so a turned field has no seam)."""
+    batch, side = gradients.shape[0], gradients.shape[-1]
+    device = gradients.device
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5
+    y, x = torch.meshgrid(ys, xs, indexing="ij")  # (H, W), image centre at 0
+    theta = torch.deg2rad(angle)[:, None, None]
+    period = cells.float()[:, None, None]
+    u = (x * theta.cos() - y * theta.sin()) * period  # (B, H, W) lattice coordinates
+    v = (x * theta.sin() + y * theta.cos()) * period
+    u0, v0 = u.floor(), v.floor()
+    fu, fv = u - u0, v - v0
+    cells = cells[:, None, None]
+    flat = gradients.reshape(batch, side * side)
+
+    def corner(du: int, dv: int) -> Tensor:
+        """Dot product of the corner's gradient with the offset to it."""
+        cu = torch.remainder(u0.long() + du, cells)
+        cv = torch.remainder(v0.long() + dv, cells)
+        a = flat.gather(1, (cv * side + cu).reshape(batch, -1)).reshape(batch, height, width)
+        return a.cos() * (fu - du) + a.sin() * (fv - dv)
+
+    wu, wv = _fade(fu), _fade(fv)
+    top = torch.lerp(corner(0, 0), corner(1, 0), wu)
+    bottom = torch.lerp(corner(0, 1), corner(1, 1), wu)
+    return torch.lerp(top, bottom, wv)
+
+
+def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: float,
+                 object_masks: Tensor | None = None) -> Tensor:
+    """(B, 1, H, W) bool defect masks of the Perlin ``params``, inside ``object_masks`` (B or 1,
+    1, H, W) bool (everywhere when None or when a sample's object mask is empty). A mask its
+    threshold leaves smaller than ``min_area`` of the object is redrawn at the lowered threshold
+    that keeps that share of the object's pixels (those of highest noise): no mask is empty."""
+    gradients, cells = params["perlin_gradients"], params["perlin_cells"]
+    batch = gradients.shape[0]
+    first = perlin_noise(gradients[:, 0], cells[:, 0], params["perlin_angle"], height, width)
+    second = perlin_noise(gradients[:, 1], cells[:, 1], params["perlin_angle"], height, width)
+    combine = params["perlin_combine"][:, None, None]
+    noise = torch.where(combine == 1, torch.maximum(first, second),
+                        torch.where(combine == 2, torch.minimum(first, second), first))
+    noise = noise.reshape(batch, -1)
+
+    inside = torch.ones_like(noise, dtype=torch.bool)
+    if object_masks is not None:
+        inside = object_masks.reshape(-1, height * width).expand(batch, -1)
+        inside = inside | ~inside.any(dim=1, keepdim=True)  # an empty object mask: anywhere
+    ranked = noise.masked_fill(~inside, -math.inf).sort(dim=1, descending=True).values
+    keep = (inside.sum(dim=1) * min_area).ceil().long().clamp_min(1)
+    lowered = ranked.gather(1, keep[:, None] - 1)  # the keep-th largest noise value in the object
+    threshold = params["perlin_threshold"][:, None]
+    too_small = ((noise > threshold) & inside).sum(dim=1, keepdim=True) < keep[:, None]
+    masks = (noise >= torch.where(too_small, lowered, threshold)) & inside
+    return masks.reshape(batch, 1, height, width)
+
+
+def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
+    """(B, C, H, W) images with their G x G tiles rearranged: tile ``i`` of the result is tile
+    ``order[:, i]`` (B, G*G) int64 of the input. Rows and columns beyond a whole number of tiles
+    stay where they are."""
+    batch, channels, height, width = images.shape
+    grid = math.isqrt(order.shape[1])
+    th, tw = height // grid, width // grid
+    rows = torch.arange(height, device=images.device)
+    cols = torch.arange(width, device=images.device)
+    tile_row, tile_col = (rows // th).clamp_max(grid - 1), (cols // tw).clamp_max(grid - 1)
+    tile = tile_row[:, None] * grid + tile_col[None, :]  # (H, W)
+    source = order.gather(1, tile.reshape(1, -1).expand(batch, -1)).reshape(batch, height, width)
+    src_row = (source // grid) * th + (rows - tile_row * th)[None, :, None]
+    src_col = (source % grid) * tw + (cols - tile_col * tw)[None, None, :]
+    whole = (rows < grid * th)[None, :, None] & (cols < grid * tw)[None, None, :]
+    src_row = torch.where(whole, src_row, rows[None, :, None])
+    src_col = torch.where(whole, src_col, cols[None, None, :])
+    index = (src_row * width + src_col).reshape(batch, 1, -1).expand(-1, channels, -1)
+    return images.reshape(batch, channels, -1).gather(2, index).reshape(images.shape)
+
+
+def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
+                 source_images: Tensor | None = None) -> Tensor:
+    """Blend ``images`` (B, C, H, W) uint8 or float in [0, 1] with their fill inside ``masks``
+    (B, 1, H, W) bool: ``beta * fill + (1 - beta) * image``. The fill is ``source_images`` (the
+    next image of the batch when None) or the image with shuffled tiles, per ``perlin_fill``."""
+    other = images.roll(1, dims=0) if source_images is None else source_images
+    shuffled = shuffle_tiles(images, params["perlin_tiles"])
+    fill = torch.where(params["perlin_fill"][:, None, None, None] == 0, other, shuffled)
+    beta = params["perlin_beta"][:, None, None, None]
+    blended = beta * fill.float() + (1 - beta) * images.float()
+    if images.dtype == torch.uint8:
+        blended = blended.round().clamp(0, 255)
+    return torch.where(masks, blended.to(images.dtype), images)
+
+
+def _fade(t: Tensor) -> Tensor:
+    return t * t * t * (t * (t * 6 - 15) + 10)

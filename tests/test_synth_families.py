@@ -1,0 +1,192 @@
+"""The Perlin and Poisson defect families: masks against their configuration, blends against their
+definitions, the batched Poisson solve against a direct one, vectorization, replay, bad configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
+from ssad.synth.perlin import perlin_noise, shuffle_tiles
+from ssad.synth.poisson import poisson_blend, poisson_solve
+
+SIZE = 64
+ONLY_BIG = (0.0, 1.0, 0.0)  # every sample gets a big defect
+NO_JITTER = dict(brightness=0.0, contrast=0.0, hue=0.0)
+
+
+def _images(batch: int, value: float | None = None, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if value is not None:
+        return torch.full((batch, 3, SIZE, SIZE), value)
+    low = torch.rand(batch, 3, SIZE // 8, SIZE // 8, generator=g)
+    return torch.nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+
+
+def _perlin(**options) -> SynthConfig:
+    return SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 1.0, 0.0), **options)
+
+
+def test_perlin_noise_is_per_sample_and_bounded():
+    g = torch.Generator().manual_seed(0)
+    gradients = torch.rand(6, 16, 16, generator=g) * 6.283
+    cells = torch.tensor([1, 2, 4, 8, 16, 4])
+    angle = torch.rand(6, generator=g) * 360
+    noise = perlin_noise(gradients, cells, angle, 40, 30)
+    assert noise.shape == (6, 40, 30) and noise.abs().max() <= 1.0
+    # A sample's field depends on its own parameters only, whatever else is in the batch.
+    alone = perlin_noise(gradients[2:3], cells[2:3], angle[2:3], 40, 30)
+    torch.testing.assert_close(alone[0], noise[2], rtol=0, atol=1e-6)
+    # Finer lattices vary faster: mean absolute difference between neighbours grows with the cells.
+    roughness = (noise[:5, :, 1:] - noise[:5, :, :-1]).abs().mean(dim=(1, 2))
+    assert (roughness[1:] > roughness[:-1]).all()
+
+
+def test_perlin_mask_area_follows_the_threshold_and_stays_in_the_object():
+    object_masks = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool)
+    object_masks[..., 8:56, 16:48] = True
+    areas = []
+    for threshold in [(0.0, 0.01), (0.2, 0.21), (0.4, 0.41)]:
+        config = _perlin(perlin_threshold=threshold)
+        p = sample_params((256, 3, SIZE, SIZE), config, object_masks=object_masks,
+                          generator=torch.Generator().manual_seed(1))
+        masks = p["perlin_mask"]
+        assert not (masks & ~object_masks).any()  # gated by the object
+        share = masks.float().sum(dim=(1, 2, 3)) / object_masks.sum()
+        assert (share >= config.perlin_min_area - 1e-6).all()  # small masks redrawn, none empty
+        areas.append(share.mean())
+    assert areas[0] > areas[1] > areas[2]
+    assert 0.3 < areas[0] < 0.7  # noise is symmetric about 0: a threshold of 0 keeps about half
+
+
+def test_perlin_with_an_empty_object_mask_goes_anywhere():
+    p = sample_params((8, 3, SIZE, SIZE), _perlin(), object_masks=torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool),
+                      generator=torch.Generator().manual_seed(0))
+    assert (p["perlin_mask"].sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_perlin_blend_is_beta_between_image_and_fill():
+    images, sources = _images(32, 0.2), _images(32, 0.8)
+    config = _perlin(perlin_fill_probs=(1.0, 0.0), **NO_JITTER)
+    out = DefectSynthesizer(config)(images, source_images=sources, generator=torch.Generator().manual_seed(3))
+    beta = out.params["perlin_beta"][:, None, None, None]
+    expected = torch.where(out.masks, 0.2 + 0.6 * beta, torch.tensor(0.2)).expand_as(images)
+    torch.testing.assert_close(out.images, expected, rtol=0, atol=1e-6)
+    low, high = config.perlin_beta
+    assert ((beta >= low) & (beta <= high)).all()
+
+
+def test_shuffled_tiles_are_a_permutation_of_the_image():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    order = torch.stack([torch.arange(4).flip(0), torch.tensor([1, 0, 3, 2])])
+    out = shuffle_tiles(images, order)
+    assert torch.equal(out[0, :, :4, :4], images[0, :, 4:, 4:])  # tile 0 <- tile 3
+    assert torch.equal(out[1, :, :4, 4:], images[1, :, :4, :4])  # tile 1 <- tile 0
+    assert torch.equal(out.flatten(1).sort(dim=1).values, images.flatten(1).sort(dim=1).values)
+
+
+def test_poisson_solve_equals_a_direct_solve():
+    n, m = 6, 9
+    rhs = torch.randn(3, n, m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    laplacian = torch.zeros(n * m, n * m, dtype=torch.float64)
+    for i in range(n):
+        for j in range(m):
+            laplacian[i * m + j, i * m + j] = 4
+            for a, b in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                if 0 <= a < n and 0 <= b < m:
+                    laplacian[i * m + j, a * m + b] = -1
+    direct = torch.linalg.solve(laplacian, rhs.reshape(3, -1).T).T.reshape(3, n, m)
+    torch.testing.assert_close(poisson_solve(rhs), direct, rtol=0, atol=1e-10)
+
+
+def test_poisson_blend_keeps_the_patch_gradients_and_the_border():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 20, 24, dtype=torch.float64, generator=g)
+    patch = torch.rand(2, 3, 20, 24, dtype=torch.float64, generator=g)
+    inside = torch.zeros(2, 1, 20, 24, dtype=torch.bool)
+    inside[..., 5:14, 6:17] = True
+    blended, soft = poisson_blend(target, patch, inside)
+    # The border is the target's; a patch that only shifts the target's brightness changes nothing.
+    torch.testing.assert_close(blended[..., 0, :], target[..., 0, :])
+    torch.testing.assert_close(poisson_blend(target, target + 0.3, inside)[0], target)
+    # Inside the rectangle the blend has the patch's gradients, up to the solve's smooth correction:
+    # much closer to them than the target's.
+    grad = lambda x: x[..., 6:13, 7:16] - x[..., 6:13, 8:17]  # noqa: E731
+    assert (grad(blended) - grad(patch)).abs().mean() < 0.3 * (grad(target) - grad(patch)).abs().mean()
+    assert soft.shape == (2, 1, 20, 24) and soft.max() == 1 and soft.min() >= 0
+
+
+def test_poisson_samples_change_only_their_box():
+    images = _images(16)
+    config = SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 0.0, 1.0), **NO_JITTER)
+    out = DefectSynthesizer(config)(images, generator=torch.Generator().manual_seed(5))
+    change = (out.images - images).abs().amax(dim=1, keepdim=True)
+    assert (out.masks.sum(dim=(1, 2, 3)) > 0).all()
+    # The mask: every pixel changed by a tenth of the sample's largest change; outside, less.
+    largest = change.amax(dim=(2, 3), keepdim=True)
+    level = torch.maximum(0.1 * largest, torch.tensor(1 / 255))
+    assert not (out.masks & (change < level - 1e-5)).any() and not (~out.masks & (change > level + 1e-5)).any()
+    # Nothing changes farther from the patch centre than the box reaches.
+    from ssad.synth.poisson import poisson_box
+
+    box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, SIZE, SIZE)
+    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
+    centre = out.params["poisson_centre"]
+    far = ((xs - centre[:, 0, None, None]).abs() > box_w / 2 + 1) | ((ys - centre[:, 1, None, None]).abs() > box_h / 2 + 1)
+    assert not (out.masks[:, 0] & far).any()
+
+
+def test_families_replay_and_labels():
+    images = (_images(64) * 255).round().to(torch.uint8)
+    config = SynthConfig(family_probs=(0.4, 0.3, 0.3), pretext="families")
+    synth = DefectSynthesizer(config)
+    first = synth(images, generator=torch.Generator().manual_seed(9))
+    again = synth(images, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(first.images, again.images) and torch.equal(first.masks, again.masks)
+    replayed, masks = apply(images, first.params, config)
+    assert torch.equal(replayed, first.images) and torch.equal(masks, first.masks)
+    labels, family = first.labels, first.params["family"]
+    assert set(labels.tolist()) == {0, 1, 2, 3, 4} and config.num_classes == 5
+    assert torch.equal(labels == 3, family == 1) and torch.equal(labels == 4, family == 2)
+    assert (first.masks[labels > 0].flatten(1).any(dim=1)).all()  # every defect marks pixels
+    assert not first.masks[labels == 0].any()
+
+
+def test_default_config_draws_no_family_parameters():
+    """The spec's defaults are unchanged: the same draws as before families existed."""
+    p = sample_params((8, 3, SIZE, SIZE), SynthConfig(), generator=torch.Generator().manual_seed(0))
+    assert "family" not in p and not any(k.startswith(("perlin", "poisson")) for k in p)
+    with_families = sample_params((8, 3, SIZE, SIZE), SynthConfig(family_probs=(0.5, 0.25, 0.25)),
+                                  generator=torch.Generator().manual_seed(0))
+    assert torch.equal(p["centre"], with_families["centre"]) and torch.equal(p["labels"], with_families["labels"])
+
+
+def test_same_operations_for_any_batch_size_with_every_family(ops_by_batch, reads_back):
+    synth = DefectSynthesizer(SynthConfig(family_probs=(0.4, 0.3, 0.3)))
+    object_masks = torch.ones(1, 1, SIZE, SIZE, dtype=torch.bool)
+
+    def call(batch: int) -> None:
+        images = (_images(batch) * 255).round().to(torch.uint8)
+        synth(images, object_masks=object_masks, generator=torch.Generator().manual_seed(0))
+
+    counts = ops_by_batch(call, (4, 96))
+    assert counts[0] == counts[1] and not reads_back(counts[0])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("family_probs", (0.5, 0.5), "family_probs"),
+        ("family_probs", (0.5, 0.6, 0.0), "family_probs"),
+        ("pretext", "4way", "pretext"),
+        ("perlin_scale", (3, 1), "perlin_scale"),
+        ("perlin_beta", (0.5, 1.5), "perlin_beta"),
+        ("perlin_min_area", 0.0, "perlin_min_area"),
+        ("perlin_tiles", 0, "perlin_tiles"),
+        ("poisson_size", (0.1, 0.9), "poisson_size"),
+        ("poisson_scale", (0.0, 1.0), "poisson_scale"),
+    ],
+)
+def test_bad_family_configs_are_named(field, value, named):
+    with pytest.raises(ValueError, match=named):
+        SynthConfig(**{field: value})
