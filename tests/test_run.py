@@ -67,3 +67,13 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
 
     assert main([*TINY, "--steps", "1", "--set", "train.lr=0.5", "--out", str(out), "--resume"]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_a_run_with_every_family_and_one_class_per_family(tmp_path):
+    from ssad.detector import load_detector
+
+    out = tmp_path / "families"
+    families = ["--set", "synth.family_probs=[0.4, 0.3, 0.3]", "--set", "synth.pretext='families'"]
+    assert main([*TINY, *families, "--steps", "4", "--out", str(out)]) == 0
+    assert load_detector(out / "detector.pt").model.classifier.out_features == 5
+    assert set(METRICS) <= set(json.loads((out / "metrics.json").read_text()))

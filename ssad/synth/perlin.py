@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["perlin_noise", "perlin_masks", "blend_perlin", "shuffle_tiles", "PERLIN_FILLS"]
@@ -43,19 +44,22 @@ def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, w
     v = (x * theta.sin() + y * theta.cos()) * period
     u0, v0 = u.floor(), v.floor()
     fu, fv = u - u0, v - v0
-    cells = cells[:, None, None]
+    # Lattice columns and rows of the four corners, wrapped into [0, cells).
+    u0, v0 = torch.remainder(u0, period), torch.remainder(v0, period)
+    u1, v1 = torch.where(u0 + 1 == period, 0.0, u0 + 1), torch.where(v0 + 1 == period, 0.0, v0 + 1)
     flat = gradients.reshape(batch, side * side)
+    table_x, table_y = flat.cos(), flat.sin()  # per lattice point, not per pixel
 
-    def corner(du: int, dv: int) -> Tensor:
+    def corner(cu: Tensor, cv: Tensor, du: int, dv: int) -> Tensor:
         """Dot product of the corner's gradient with the offset to it."""
-        cu = torch.remainder(u0.long() + du, cells)
-        cv = torch.remainder(v0.long() + dv, cells)
-        a = flat.gather(1, (cv * side + cu).reshape(batch, -1)).reshape(batch, height, width)
-        return a.cos() * (fu - du) + a.sin() * (fv - dv)
+        index = (cv * side + cu).long().reshape(batch, -1)
+        gx = table_x.gather(1, index).reshape(batch, height, width)
+        gy = table_y.gather(1, index).reshape(batch, height, width)
+        return gx * (fu - du) + gy * (fv - dv)
 
     wu, wv = _fade(fu), _fade(fv)
-    top = torch.lerp(corner(0, 0), corner(1, 0), wu)
-    bottom = torch.lerp(corner(0, 1), corner(1, 1), wu)
+    top = torch.lerp(corner(u0, v0, 0, 0), corner(u1, v0, 1, 0), wu)
+    bottom = torch.lerp(corner(u0, v1, 0, 1), corner(u1, v1, 1, 1), wu)
     return torch.lerp(top, bottom, wv)
 
 
@@ -64,27 +68,36 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     """(B, 1, H, W) bool defect masks of the Perlin ``params``, inside ``object_masks`` (B or 1,
     1, H, W) bool (everywhere when None or when a sample's object mask is empty). A mask its
     threshold leaves smaller than ``min_area`` of the object is redrawn at the lowered threshold
-    that keeps that share of the object's pixels (those of highest noise): no mask is empty."""
-    gradients, cells = params["perlin_gradients"], params["perlin_cells"]
-    batch = gradients.shape[0]
-    first = perlin_noise(gradients[:, 0], cells[:, 0], params["perlin_angle"], height, width)
-    second = perlin_noise(gradients[:, 1], cells[:, 1], params["perlin_angle"], height, width)
-    combine = params["perlin_combine"][:, None, None]
-    noise = torch.where(combine == 1, torch.maximum(first, second),
-                        torch.where(combine == 2, torch.minimum(first, second), first))
-    noise = noise.reshape(batch, -1)
+    that keeps about that share of the object's pixels (those of highest noise): none is empty.
 
-    inside = torch.ones_like(noise, dtype=torch.bool)
+    The noise is smooth at the scale of a lattice cell: it is evaluated on a grid of 4 points per
+    cell of the finest lattice (or the image, if smaller) and resized to the image, bilinearly.
+    """
+    gradients, cells = params["perlin_gradients"], params["perlin_cells"]
+    batch, side = gradients.shape[0], gradients.shape[-1]
+    grid_h, grid_w = min(height, 4 * side), min(width, 4 * side)
+    fields = [perlin_noise(gradients[:, i], cells[:, i], params["perlin_angle"], grid_h, grid_w) for i in (0, 1)]
+    combine = params["perlin_combine"][:, None, None]
+    coarse = torch.where(combine == 1, torch.maximum(*fields),
+                         torch.where(combine == 2, torch.minimum(*fields), fields[0]))[:, None]
+    noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False) \
+        if (grid_h, grid_w) != (height, width) else coarse
+
+    inside = torch.ones(1, 1, height, width, dtype=torch.bool, device=gradients.device)
     if object_masks is not None:
-        inside = object_masks.reshape(-1, height * width).expand(batch, -1)
-        inside = inside | ~inside.any(dim=1, keepdim=True)  # an empty object mask: anywhere
-    ranked = noise.masked_fill(~inside, -math.inf).sort(dim=1, descending=True).values
-    keep = (inside.sum(dim=1) * min_area).ceil().long().clamp_min(1)
-    lowered = ranked.gather(1, keep[:, None] - 1)  # the keep-th largest noise value in the object
-    threshold = params["perlin_threshold"][:, None]
-    too_small = ((noise > threshold) & inside).sum(dim=1, keepdim=True) < keep[:, None]
-    masks = (noise >= torch.where(too_small, lowered, threshold)) & inside
-    return masks.reshape(batch, 1, height, width)
+        inside = object_masks | ~object_masks.flatten(1).any(dim=1)[:, None, None, None]  # empty: anywhere
+    inside = inside.expand(batch, 1, height, width)
+    # The lowered threshold, from the coarse grid: its keep-th largest value inside the object.
+    coarse_inside = F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5
+    ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).sort(dim=1, descending=True).values
+    keep = (coarse_inside.flatten(1).sum(dim=1) * min_area).ceil().long().clamp_min(1)
+    lowered = ranked.gather(1, keep[:, None] - 1)[:, :, None, None]
+    threshold = params["perlin_threshold"][:, None, None, None]
+    too_small = ((noise > threshold) & inside).flatten(1).sum(dim=1) < keep * (height * width) / (grid_h * grid_w)
+    masks = (noise >= torch.where(too_small[:, None, None, None], lowered, threshold)) & inside
+    # However the resizing fell, the object's noisiest pixel is always part of the defect.
+    peak = noise.masked_fill(~inside, -math.inf).amax(dim=(2, 3), keepdim=True)
+    return masks | (inside & (noise == peak))
 
 
 def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:

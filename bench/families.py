@@ -1,0 +1,183 @@
+"""Defect families: the batched engine against a per-image CPU reference of the same family.
+
+For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
+
+* ``per-image``: the family written per sample in numpy and PIL (what DRAEM, MemSeg, GLASS and NSA
+  do in their DataLoader workers), with the engine's algorithm: its own noise lattices, rotation,
+  union or intersection, threshold, object gating and blend, the noise evaluated on the same
+  coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
+  sine-basis Poisson solve, one box at a time. Run in ``--workers`` processes, one image per task, as a DataLoader does.
+* ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
+  ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)).
+
+Median over ``--repeats`` of ``--batches`` batches each, after one warm-up batch. JSON to ``--out``
+(atomically) and a Markdown table to stdout.
+
+    python bench/families.py --out bench/results/families_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssad.atomic import write_json
+from ssad.synth import DefectSynthesizer, SynthConfig
+
+FAMILIES = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0)}
+
+
+# --- the per-image reference ---------------------------------------------------------------------
+
+
+def _perlin_np(rng: np.random.Generator, size: int, cells: int, angle: float) -> np.ndarray:
+    """(size, size) Perlin noise with ``cells`` lattice cells across, coordinates turned by ``angle``."""
+    gradients = rng.uniform(0, 2 * np.pi, (cells, cells))
+    c = (np.arange(size) + 0.5) / size - 0.5
+    y, x = np.meshgrid(c, c, indexing="ij")
+    t = math.radians(angle)
+    u = (x * math.cos(t) - y * math.sin(t)) * cells
+    v = (x * math.sin(t) + y * math.cos(t)) * cells
+    u0, v0 = np.floor(u).astype(int), np.floor(v).astype(int)
+    fu, fv = u - u0, v - v0
+
+    def corner(du: int, dv: int) -> np.ndarray:
+        a = gradients[(v0 + dv) % cells, (u0 + du) % cells]
+        return np.cos(a) * (fu - du) + np.sin(a) * (fv - dv)
+
+    fade = lambda s: s * s * s * (s * (s * 6 - 15) + 10)  # noqa: E731
+    wu, wv = fade(fu), fade(fv)
+    top = corner(0, 0) + wu * (corner(1, 0) - corner(0, 0))
+    bottom = corner(0, 1) + wu * (corner(1, 1) - corner(0, 1))
+    return top + wv * (bottom - top)
+
+
+def perlin_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndarray:
+    """One image (H, W, 3) uint8 with a Perlin blob from ``other``, inside ``inside`` (H, W) bool."""
+    image, other, inside, seed = task
+    rng = np.random.default_rng(seed)
+    size = image.shape[0]
+    angle = rng.uniform(0, 360)
+    grid = min(size, 64)  # as the engine: 4 points per cell of the finest (16-cell) lattice, then resized
+    first = _perlin_np(rng, grid, 2 ** rng.integers(1, 5), angle)
+    second = _perlin_np(rng, grid, 2 ** rng.integers(1, 5), angle)
+    coarse = [first, np.maximum(first, second), np.minimum(first, second)][rng.choice(3, p=[0.5, 0.25, 0.25])]
+    noise = np.asarray(Image.fromarray(coarse.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+    mask = (noise > rng.uniform(0.1, 0.35)) & inside
+    if mask.sum() < 0.01 * inside.sum():  # redraw as the engine does: the top share of the object
+        keep = max(1, math.ceil(0.01 * inside.sum()))
+        mask = (noise >= np.sort(noise[inside])[-keep]) & inside
+    beta = rng.uniform(0.3, 1.0)
+    blended = beta * other.astype(np.float32) + (1 - beta) * image.astype(np.float32)
+    return np.where(mask[..., None], np.rint(blended).clip(0, 255).astype(np.uint8), image)
+
+
+def _poisson_np(rhs: np.ndarray) -> np.ndarray:
+    n, m = rhs.shape[-2:]
+    rows = np.sin(np.pi * np.outer(np.arange(1, n + 1), np.arange(1, n + 1)) / (n + 1))
+    cols = np.sin(np.pi * np.outer(np.arange(1, m + 1), np.arange(1, m + 1)) / (m + 1))
+    eigen = 4 - 2 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1))[:, None] - 2 * np.cos(
+        np.pi * np.arange(1, m + 1) / (m + 1))[None, :]
+    return rows @ ((rows @ rhs @ cols) / eigen) @ cols * (4 / ((n + 1) * (m + 1)))
+
+
+def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndarray:
+    """One image (H, W, 3) uint8 with a patch of ``other`` resampled (PIL) and Poisson-blended."""
+    image, other, _inside, seed = task
+    rng = np.random.default_rng(seed)
+    size = image.shape[0]
+    side = rng.uniform(0.1, 0.3) * size
+    aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+    pw, ph = max(2, int(side * math.sqrt(aspect))), max(2, int(side / math.sqrt(aspect)))
+    scale = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
+    sw, sh = min(size, max(1, int(pw / scale))), min(size, max(1, int(ph / scale)))
+    sx, sy = rng.integers(0, size - sw + 1), rng.integers(0, size - sh + 1)
+    patch = np.asarray(Image.fromarray(other[sy:sy + sh, sx:sx + sw]).resize((pw, ph), Image.BILINEAR), np.float32)
+    bh, bw = min(size, math.ceil(ph * 1.5) + 2), min(size, math.ceil(pw * 1.5) + 2)
+    top, left = rng.integers(0, size - bh + 1), rng.integers(0, size - bw + 1)
+    target = image[top:top + bh, left:left + bw].astype(np.float32)
+    e = np.zeros_like(target)
+    inside = np.zeros((bh, bw), bool)
+    py, px = (bh - ph) // 2, (bw - pw) // 2
+    inside[py:py + ph, px:px + pw] = True
+    e[py:py + ph, px:px + pw] = patch - target[py:py + ph, px:px + pw]
+    rhs = np.zeros_like(e)
+    for axis in (0, 1):
+        both = np.take(inside, range(1, inside.shape[axis]), axis) & np.take(inside, range(inside.shape[axis] - 1), axis)
+        step = (np.take(e, range(1, e.shape[axis]), axis) - np.take(e, range(e.shape[axis] - 1), axis)) * both[..., None]
+        if axis == 0:
+            rhs[1:] += step
+            rhs[:-1] -= step
+        else:
+            rhs[:, 1:] += step
+            rhs[:, :-1] -= step
+    d = np.zeros_like(e)
+    d[1:-1, 1:-1] = np.moveaxis(_poisson_np(np.moveaxis(rhs[1:-1, 1:-1], -1, 0)), 0, -1)
+    out = image.copy()
+    out[top:top + bh, left:left + bw] = np.rint(target + d).clip(0, 255).astype(np.uint8)
+    return out
+
+
+# --- measurement ---------------------------------------------------------------------------------
+
+
+def _rate(run, count: int, batches: int, repeats: int) -> float:
+    run()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(batches):
+            run()
+        rates.append(count * batches / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    rows = []
+    with get_context("spawn").Pool(args.workers) as pool:
+        for size in args.sizes:
+            g = torch.Generator().manual_seed(0)
+            images = torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8, generator=g)
+            masks = torch.zeros(1, 1, size, size, dtype=torch.bool)
+            masks[..., size // 8 : -size // 8, size // 8 : -size // 8] = True
+            arrays = images.permute(0, 2, 3, 1).numpy()
+            inside = masks[0, 0].numpy()
+            for family, probs in FAMILIES.items():
+                one = perlin_one if family == "perlin" else poisson_one
+                tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
+                reference = _rate(lambda: pool.map(one, tasks, chunksize=1), args.batch, args.batches, args.repeats)
+                synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs))
+                batched = _rate(lambda: synth(images, masks, generator=g), args.batch, args.batches, args.repeats)
+                rows.append({"family": family, "size": size, "batch": args.batch, "per_image_images_per_s": reference,
+                             "batched_images_per_s": batched, "speedup": batched / reference})
+                print(rows[-1], flush=True)
+
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
+           "machine": platform.machine(), "processor": platform.processor()}
+    write_json(args.out, {"env": env, "rows": rows})
+    print("\n| family | size | per-image, 2 processes (img/s) | batched (img/s) | speed-up |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['family']} | {r['size']} | {r['per_image_images_per_s']:.0f} | {r['batched_images_per_s']:.0f} "
+              f"| {r['speedup']:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
