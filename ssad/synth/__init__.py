@@ -2,13 +2,19 @@
 
 Functional core: `sample_params` draws every random parameter of a batch, `apply` applies them.
 `DefectSynthesizer` is the thin `nn.Module` that calls both; `object_mask` estimates where on an
-image defects may go.
+image defects may go; `SampleStreams` makes each sample's draws depend on its index alone.
+Defect families: the spec's cut-paste polygons and scars, Perlin-noise blobs (`perlin`) and
+Poisson-blended patches (`poisson`), chosen by `SynthConfig.family_probs`.
 """
 
-from .config import FILL_MODES, SynthConfig
+from .config import FAMILIES, FILL_MODES, SynthConfig
 from .functional import apply
 from .module import DefectSynthesizer, SynthOutput
 from .object_mask import object_mask
 from .params import sample_params
+from .streams import SampleStreams
 
-__all__ = ["DefectSynthesizer", "SynthConfig", "SynthOutput", "FILL_MODES", "apply", "object_mask", "sample_params"]
+__all__ = [
+    "DefectSynthesizer", "SynthConfig", "SynthOutput", "SampleStreams", "FILL_MODES", "FAMILIES", "apply",
+    "object_mask", "sample_params",
+]

@@ -11,6 +11,7 @@ from .config import SynthConfig
 from .functional import apply
 from .params import sample_params
 from .raster import compositing_box
+from .streams import SampleStreams
 
 __all__ = ["DefectSynthesizer", "SynthOutput", "check_images"]
 
@@ -44,12 +45,13 @@ class DefectSynthesizer(nn.Module):
         images: Tensor,
         object_masks: Tensor | None = None,
         source_images: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | SampleStreams | None = None,
     ) -> SynthOutput:
         """Args: ``images`` (B, C, H, W) uint8 or float in [0, 1], C in {1, 3};
         ``object_masks`` (B or 1, 1, H, W) bool where defect centres may go;
         ``source_images`` like ``images``, where cut-paste takes its patch (default: the images);
-        ``generator`` on the images' device, for reproducible batches."""
+        ``generator`` on the images' device, for reproducible batches, or `SampleStreams` for
+        defects that depend on each sample's index alone."""
         check_images(images, self.config, object_masks, source_images)
         params = sample_params(
             images.shape, self.config, device=images.device, object_masks=object_masks, generator=generator

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .config import Interval, SynthConfig
 from .perlin import perlin_masks
+from .streams import SampleStreams, draw_uniform
 from .poisson import poisson_box
 
 __all__ = ["sample_params", "defect_extent"]
@@ -30,7 +31,7 @@ def sample_params(
     *,
     device: torch.device | str = "cpu",
     object_masks: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleStreams | None = None,
 ) -> dict[str, Tensor]:
     """Draw the parameters of a pretext batch of images of ``shape = (B, C, H, W)``.
 
@@ -38,7 +39,9 @@ def sample_params(
         object_masks: ``(B or 1, 1, H, W)`` bool; defect centres are drawn uniformly among its
             pixels (among all pixels when None). A sample whose mask has no pixel where its defect
             fits falls back to the whole image and says so in ``mask_fallback``.
-        generator: a ``torch.Generator`` on ``device``, for reproducible draws.
+        generator: a ``torch.Generator`` on ``device``, for reproducible draws; or
+            `SampleStreams`, for draws that depend on each sample's index alone (not on the
+            batch it is in).
 
     Returns a dict of per-sample tensors on ``device`` (float32 unless noted):
         labels (B,) int64 in {0, 1, 2}; brightness, contrast (B,) factors; hue (B,) turns;
@@ -64,11 +67,11 @@ def sample_params(
     device = torch.device(device)
 
     def uniform(low: float, high: float) -> Tensor:
-        return low + (high - low) * torch.rand(batch, generator=generator, device=device)
+        return low + (high - low) * draw_uniform(generator, batch, device=device)
 
     def choose(probs: tuple[float, ...]) -> Tensor:
         """(B,) int64 index drawn with the given probabilities (inverse CDF, Python-scalar cuts)."""
-        u = torch.rand(batch, generator=generator, device=device)
+        u = draw_uniform(generator, batch, device=device)
         index = torch.zeros(batch, dtype=torch.int64, device=device)
         for cut in _cumulative(probs)[:-1]:
             index += u >= cut
@@ -117,7 +120,7 @@ def sample_params(
         "vertices": local + centre[:, None, :],
         "num_vertices": num_vertices,
         "fill_mode": choose(config.fill_probs),
-        "flat_colour": torch.rand(batch, channels, generator=generator, device=device),
+        "flat_colour": draw_uniform(generator, batch, channels, device=device),
         "mask_fallback": mask_fallback,
     }
     if config.family_probs[0] < 1:  # drawn last, so the cut-paste draws match runs without families
@@ -131,7 +134,7 @@ def _family_params(
     height: int,
     width: int,
     object_masks: Tensor | None,
-    generator: torch.Generator | None,
+    generator: torch.Generator | SampleStreams | None,
     choose,
     uniform,
 ) -> dict[str, Tensor]:
@@ -151,16 +154,16 @@ def _family_params(
     if config.family_probs[1] > 0:
         low, high = config.perlin_scale
         side, grid = 2**high, config.perlin_tiles
-        exponent = low + (torch.rand(batch, 2, generator=generator, device=device) * (high - low + 1)).floor()
+        exponent = low + (draw_uniform(generator, batch, 2, device=device) * (high - low + 1)).floor()
         perlin = {
-            "perlin_gradients": torch.rand(batch, 2, side, side, generator=generator, device=device) * (2 * math.pi),
+            "perlin_gradients": draw_uniform(generator, batch, 2, side, side, device=device) * (2 * math.pi),
             "perlin_cells": (2 ** exponent.clamp_max(high)).long(),
             "perlin_angle": uniform(0.0, 360.0),
             "perlin_threshold": uniform(*config.perlin_threshold),
             "perlin_combine": choose(config.perlin_combine_probs),
             "perlin_beta": uniform(*config.perlin_beta),
             "perlin_fill": choose(config.perlin_fill_probs),
-            "perlin_tiles": torch.rand(batch, grid * grid, generator=generator, device=device).argsort(dim=1),
+            "perlin_tiles": draw_uniform(generator, batch, grid * grid, device=device).argsort(dim=1),
         }
         perlin["perlin_mask"] = perlin_masks(perlin, height, width, config.perlin_min_area, object_masks)
         out.update(perlin)
@@ -205,11 +208,11 @@ def _cumulative(probs: tuple[float, ...]) -> list[float]:
 
 
 def _log_uniform_union(
-    intervals: tuple[Interval, ...], batch: int, generator: torch.Generator | None, device: torch.device
+    intervals: tuple[Interval, ...], batch: int, generator: torch.Generator | SampleStreams | None, device: torch.device
 ) -> Tensor:
     """(B,) values: an interval picked with equal probability, then log-uniform inside it."""
-    pick = torch.rand(batch, generator=generator, device=device) * len(intervals)
-    u = torch.rand(batch, generator=generator, device=device)
+    pick = draw_uniform(generator, batch, device=device) * len(intervals)
+    u = draw_uniform(generator, batch, device=device)
     value = torch.zeros(batch, device=device)
     for i, (low, high) in enumerate(intervals):
         inside = math.log(low) + (math.log(high) - math.log(low)) * u
@@ -242,7 +245,7 @@ def _corner_signs(device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def _polygon_vertices(
-    area: Tensor, aspect: Tensor, config: SynthConfig, generator: torch.Generator | None
+    area: Tensor, aspect: Tensor, config: SynthConfig, generator: torch.Generator | SampleStreams | None
 ) -> tuple[Tensor, Tensor]:
     """Convex polygons with 1 or 2 points on each side of a centred rectangle.
 
@@ -254,11 +257,11 @@ def _polygon_vertices(
     low, high = config.polygon_points_per_side
     w, h = _rectangle_sides(area, aspect)
 
-    count = low + (torch.rand(batch, 4, generator=generator, device=device) * (high - low + 1)).floor().long()
+    count = low + (draw_uniform(generator, batch, 4, device=device) * (high - low + 1)).floor().long()
     slot = torch.arange(high, device=device)
     used = slot < count[..., None]  # (B, 4, high)
     # Unused slots get t = 2 so that sorting keeps the used points first, in order along the side.
-    t = torch.rand(batch, 4, high, generator=generator, device=device).masked_fill(~used, 2.0)
+    t = draw_uniform(generator, batch, 4, high, device=device).masked_fill(~used, 2.0)
     t = t.sort(dim=-1).values.clamp_max(1.0)
 
     # Side k runs from corner k to corner k + 1 (clockwise on screen).
@@ -290,7 +293,7 @@ def _rotate(points: Tensor, degrees: Tensor) -> Tensor:
 
 
 def _sample_centres(
-    local: Tensor, height: int, width: int, object_masks: Tensor | None, generator: torch.Generator | None
+    local: Tensor, height: int, width: int, object_masks: Tensor | None, generator: torch.Generator | SampleStreams | None
 ) -> tuple[Tensor, Tensor]:
     """Pick, per sample, a pixel centre such that the shape ``local`` (B, V, 2) placed there stays
     inside the image, uniformly among the pixels of ``object_masks`` (B or 1, 1, H, W) bool, or
@@ -308,7 +311,7 @@ def _sample_centres(
     col_hi = (width - high[:, 0] - 0.5).floor().long()
     row_lo = (-low[:, 1] - 0.5).ceil().long()
     row_hi = (height - high[:, 1] - 0.5).floor().long()
-    u = torch.rand(batch, generator=generator, device=device)
+    u = draw_uniform(generator, batch, device=device)
 
     if object_masks is None:
         # A fifth of the operations of the masked path (the source of every cut-paste comes
