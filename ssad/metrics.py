@@ -220,7 +220,9 @@ def _label_regions(masks: Tensor) -> tuple[Tensor, int]:
     Union-find done as tensor ops over the whole batch: every pixel starts as its own root
     (its flat index); each round, the two roots at the ends of every link between neighbouring
     mask pixels both hook onto the smaller one, then every pixel jumps to its root. A round at
-    least halves the number of roots per region, so O(log(pixels)) rounds.
+    least halves the number of roots per region, so O(log(pixels)) rounds. Kept over
+    ``kornia.contrib.connected_components``, which needs as many max-pooling iterations as a
+    region is long and was 5x slower on defect masks (bench/kornia_choice.py).
 
     Args:
         masks: (M, H, W) bool.

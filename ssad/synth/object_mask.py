@@ -141,6 +141,8 @@ def _odd(size: float) -> int:
     return 2 * int(size // 2) + 1
 
 
+# Flat square morphology as max-pooling: 30x faster than kornia.morphology's unfolded kernels
+# on the CPU, with the same result (bench/kornia_choice.py).
 def _dilate(mask: Tensor, size: int) -> Tensor:
     return F.max_pool2d(mask, size, stride=1, padding=size // 2) if size > 1 else mask
 
