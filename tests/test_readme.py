@@ -39,3 +39,20 @@ def test_detector_example_runs(tmp_path):
     out = scope["out"]
     assert out.scores.shape == (4,) and out.maps.shape == out.defect_masks.shape == (4, 1, 300, 200)
     assert scope["detector"].thresholds == "normal"
+
+
+def test_families_example_runs():
+    scope: dict = {}
+    exec(compile(_example("families"), "README families", "exec"), scope)
+    assert set(scope["out"].labels.tolist()) <= {0, 1, 2, 3, 4} and scope["out"].params["family"].shape == (16,)
+
+
+def test_streams_example_runs():
+    exec(compile(_example("streams"), "README streams", "exec"), {})  # it asserts what it shows
+
+
+def test_kornia_example_runs():
+    scope: dict = {}
+    exec(compile(_example("kornia"), "README kornia", "exec"), scope)
+    assert scope["out_masks"].shape == (8, 1, 128, 128) and scope["labels"].shape == (8,)
+    torch.testing.assert_close(scope["replayed"], scope["out"])
