@@ -85,6 +85,9 @@ class ScoreConfig:
     #: Image scores: "gaussian" (Mahalanobis, Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
     density: str = "gaussian"
     knn_k: int = 3
+    #: What an image's score is: "density" (the above, on pooled features) or "map_max" (the
+    #: largest value of its anomaly map, as PatchCore); "auto": map_max for objects that move.
+    image_score: str = "density"
     #: Anomaly maps: these layers' features on the first one's grid (layer2: 1/8 of the image
     #: side), a random subset of ``patch_channels`` of them, scored by ``patch_scorer`` and
     #: smoothed with ``sigma`` pixels at 256x256. "auto": a Gaussian per location for objects that
@@ -102,6 +105,8 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.density not in ("gaussian", "knn"):
             raise ValueError(f"score.density={self.density!r}: choose 'gaussian' or 'knn'.")
+        if self.image_score not in ("auto", "density", "map_max"):
+            raise ValueError(f"score.image_score={self.image_score!r}: choose 'auto', 'density' or 'map_max'.")
         if self.knn_k < 1 or self.sigma < 0:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
         if self.patch_scorer not in ("auto", *PATCH_SCORERS):
@@ -110,6 +115,12 @@ class ScoreConfig:
             raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
+
+    def image_score_for(self, moves: bool) -> str:
+        """The image score to use: ``image_score``, with "auto" resolved by whether the object moves."""
+        if self.image_score != "auto":
+            return self.image_score
+        return "map_max" if moves else "density"
 
     def patch_scorer_for(self, moves: bool) -> str:
         """The patch scorer to use: ``patch_scorer``, with "auto" resolved by whether the object moves."""

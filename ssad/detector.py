@@ -44,6 +44,7 @@ __all__ = ["Detection", "Detector", "THRESHOLDS", "fit_detector", "load_detector
 #: Bumped whenever a saved detector's layout changes; `load_detector` refuses other formats.
 DETECTOR_FORMAT = 1
 THRESHOLDS = ("f1", "normal")
+IMAGE_SCORES = ("density", "map_max")
 _DENSITIES = {"GaussianDensity": GaussianDensity, "KNNDensity": KNNDensity}
 _PATCH_SCORERS = {"PatchGaussian": PatchGaussian, "PatchKNN": PatchKNN}
 
@@ -60,7 +61,8 @@ class Detection(NamedTuple):
 
 class Detector(nn.Module):
     """Scores images: the pretext network, the image density on its pooled features and the patch
-    scorer on its feature maps, at the ``image_size`` it was trained on.
+    scorer on its feature maps, at the ``image_size`` it was trained on. An image's score is the
+    density's (``image_score="density"``) or its anomaly map's maximum ("map_max").
 
     ``forward`` resizes any input to ``image_size`` (bilinear, antialiased), scores it, and brings
     the maps back to the input's size. Thresholds are buffers (``image_threshold_f1``, ...);
@@ -69,9 +71,12 @@ class Detector(nn.Module):
     """
 
     def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity, patches: PatchScorer,
-                 image_size: int) -> None:
+                 image_size: int, image_score: str = "density") -> None:
         super().__init__()
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score={image_score!r}: choose one of {IMAGE_SCORES}.")
         self.model, self.density, self.patches, self.image_size = model, density, patches, image_size
+        self.image_score = image_score
         for kind in THRESHOLDS:
             for level in ("image", "pixel"):
                 self.register_buffer(f"{level}_threshold_{kind}", torch.tensor(float("inf")))
@@ -99,8 +104,8 @@ class Detector(nn.Module):
         # Always resampled (an identity at the training size), so a traced detector takes any size.
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         pooled, feature_maps = self.model.embed_and_maps(normalise(x))
-        scores = self.density.score(pooled)
         maps = self.patches.anomaly_maps(feature_maps, size)
+        scores = self.density.score(pooled) if self.image_score == "density" else maps.amax(dim=(1, 2, 3))
         maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
         image_threshold = getattr(self, f"image_threshold_{self.thresholds}")
         pixel_threshold = getattr(self, f"pixel_threshold_{self.thresholds}")
@@ -117,6 +122,7 @@ class Detector(nn.Module):
         density = {"k": self.density.k} if isinstance(self.density, KNNDensity) else {}
         return {
             "image_size": self.image_size,
+            "image_score": self.image_score,
             "num_classes": self.model.classifier.out_features,
             "thresholds": self.thresholds,
             "density": [type(self.density).__name__, density],
@@ -157,7 +163,7 @@ def _fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
     options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
     patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
     patches.fit(model, train)
-    return Detector(model, density, patches, image_size).to(train.device)
+    return Detector(model, density, patches, image_size, cfg.image_score_for(moves)).to(train.device)
 
 
 def find_detector(run: str | os.PathLike) -> Path:
@@ -194,7 +200,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     patch_kind, patch_options = spec["patches"]
     patch_options["layers"] = tuple(patch_options["layers"])
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), _DENSITIES[density_kind](**density_options),
-                        _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"])
+                        _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"], spec["image_score"])
     # The scorers' buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches."))]:
         owner, name = key.split(".", 1)

@@ -154,3 +154,20 @@ def test_resume_of_a_run_without_detector_writes_it(run, tmp_path, monkeypatch):
     metrics = json.loads((run / "metrics.json").read_text())
     assert json.loads((old / "metrics.json").read_text())["image_auroc"] == pytest.approx(metrics["image_auroc"])
     assert refit.image_threshold_f1 == pytest.approx(float(load_detector(run / "detector.pt").image_threshold_f1))
+
+
+def test_map_max_image_score_is_the_maps_maximum():
+    from ssad.config import ScoreConfig
+    from ssad.detector import fit_detector
+    from ssad.model import create_model
+
+    torch.manual_seed(0)
+    model, _ = create_model("scratch")
+    train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
+    cfg = ScoreConfig(image_score="auto", patch_scorer="knn", patch_memory=300)
+    assert fit_detector(model, train, cfg, moves=False).image_score == "density"
+    detector = fit_detector(model, train, cfg, moves=True)
+    out = detector(train[:4])
+    torch.testing.assert_close(out.scores, out.maps.amax(dim=(1, 2, 3)))
+    with pytest.raises(ValueError, match="image_score"):
+        ScoreConfig(image_score="mean")
