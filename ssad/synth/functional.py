@@ -194,7 +194,7 @@ def _poisson(
     # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
     # solve's smooth correction fades out over the whole box) and by at least one level.
     change = (blended.float() - target * scale_to).abs().amax(dim=1, keepdim=True)
-    changed = change >= torch.maximum(0.1 * change.amax(dim=(2, 3), keepdim=True), torch.tensor(scale_to / 255))
+    changed = change >= (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(scale_to / 255)
     out = flat.clone().scatter_(2, index, blended.reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(2, index[:, :1], changed.reshape(batch, 1, -1))
