@@ -299,9 +299,13 @@ def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 3
         points = points @ matrix
     chosen = torch.empty(size, dtype=torch.int64, device=points.device)
     chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    squares = points.square().sum(dim=1)
     distance = torch.full((n,), math.inf, device=points.device, dtype=points.dtype)
-    for i in range(1, size):  # fitting, not the hot path: one pass over the points per centre
-        distance = torch.minimum(distance, (points - points[chosen[i - 1]]).square().sum(dim=1))
+    for i in range(1, size):  # fitting, not the hot path: one product with the points per centre
+        centre = chosen[i - 1]
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, without an (N, D) temporary
+        to_centre = squares - 2 * (points @ points[centre]) + squares[centre]
+        torch.minimum(distance, to_centre, out=distance)
         chosen[i] = distance.argmax()
     return chosen
 
