@@ -200,7 +200,8 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     patch_kind, patch_options = spec["patches"]
     patch_options["layers"] = tuple(patch_options["layers"])
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), _DENSITIES[density_kind](**density_options),
-                        _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"], spec["image_score"])
+                        _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
+                        spec.get("image_score", "density"))  # detectors saved before image_score
     # The scorers' buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches."))]:
         owner, name = key.split(".", 1)
