@@ -233,3 +233,17 @@ def test_unwritable_cache_dir_costs_a_warning_not_the_run(tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match="cannot write cache"):
         data = load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "a_file")
     assert data.train.shape == (3, 3, SIZE, SIZE) and not data.from_cache
+
+
+def test_atomic_writes_get_a_normal_file_mode(tmp_path):
+    import os
+    import stat
+
+    from ssad.atomic import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o644
