@@ -51,9 +51,11 @@ def load_checkpoint(path: Path, config: RunConfig, device: torch.device | str = 
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    # A setting added after the checkpoint was written meant its default then.
+    defaults = RunConfig().to_dict()
     out = []
     for section in sorted((set(saved) | set(current)) - _AFTER_TRAINING):
-        a, b = saved.get(section, {}), current.get(section, {})
+        a, b = {**defaults.get(section, {}), **saved.get(section, {})}, current.get(section, {})
         for key in sorted(set(a) | set(b)):
             if (section, key) not in _RESUMABLE and a.get(key) != b.get(key):
                 out.append(f"{section}.{key} (checkpoint {a.get(key)!r}, now {b.get(key)!r})")

@@ -148,8 +148,12 @@ def test_resume_of_a_run_without_detector_writes_it(run, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAD_CACHE_DIR", str(run.parent / "cache"))
     old = tmp_path / "old"
     old.mkdir()
-    for name in ("checkpoint.pt", "config.json"):
-        (old / name).write_bytes((run / name).read_bytes())
+    (old / "config.json").write_bytes((run / "config.json").read_bytes())
+    # A run from before the defect families: its checkpoint's config lacks their settings.
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in [k for k in checkpoint["config"]["synth"] if k.startswith(("family", "perlin", "poisson", "pretext"))]:
+        del checkpoint["config"]["synth"][key]
+    torch.save(checkpoint, old / "checkpoint.pt")
     assert run_main([*TINY, "--category", "demo_moving", "--out", str(old), "--resume"]) == 0
     refit = load_detector(old / "detector.pt")
     metrics = json.loads((run / "metrics.json").read_text())
