@@ -45,9 +45,10 @@ class TrainConfig:
     #: Light geometric augmentation of the normal images before synthesis.
     max_shift: float = 0.03
     flip: bool = False
-    #: Turn the normal images by a random angle: "auto" (for objects that move, which lie at any
-    #: angle), "any" (always) or "none".
-    rotate: str = "auto"
+    #: Turn the normal images by a random angle: "none", "auto" (for objects that move, which lie
+    #: at any angle) or "any" (always). "none" by measurement: on screw at 128 px, "auto" lowered
+    #: pixel AUROC from 0.956 to 0.931 (README, results).
+    rotate: str = "none"
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     channels_last: bool = True
     compile: bool = False
