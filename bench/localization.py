@@ -2,11 +2,15 @@
 
 For each run folder given: loads its checkpoint and category, fits each variant on the training
 images and scores the test images. Also reports the image AUROC of the maps' maxima (a
-PatchCore-style image score) next to the run's own image score. JSON out and a Markdown table;
-the defaults of `ScoreConfig` (patch_scorer "auto") follow these figures.
+PatchCore-style image score) next to the run's own image score. With ``--sizes``, the run's
+scorer (knn 10k coreset, layer2+1) also fits and scores at each of these image sides
+(``score.image_size``): the network is convolutional, so one trained at 128 px scores at any
+size. JSON out and Markdown tables; the defaults of `ScoreConfig` follow these figures.
 
     python bench/localization.py --data-root ../shared/data/mvtec \
         --run runs/bottle_cpu runs/screw_cpu --out bench/results/localization.json
+    python bench/localization.py --data-root ../shared/data/mvtec --run runs/screw_cpu \
+        --no-variants --sizes 128 256 320 384 512 --out bench/results/scoring_size_screw.json
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import torch
 
 from ssad.atomic import write_json
 from ssad.config import RunConfig
-from ssad.data import load_category
+from ssad.data import CategoryData, load_category
+from ssad.data.layout import scan_category
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.score import create_patch_scorer
@@ -31,7 +36,7 @@ L21 = ("layer2", "layer1")
 VARIANTS = [
     ("per location, layer2+1", "per_location", dict(layers=L21)),
     ("shared, layer2+1", "shared", dict(layers=L21)),
-    ("knn 10k coreset, layer2+1", "knn", dict(layers=L21, memory=10_000)),
+    ("knn 10k coreset, layer2+1", "knn", dict(layers=L21, memory=10_000)),  # the default (`DEFAULT`)
     ("knn 2k coreset, layer2+1", "knn", dict(layers=L21, memory=2_000)),
     ("knn 40k coreset, layer2+1", "knn", dict(layers=L21, memory=40_000)),
     ("per location, layer2", "per_location", dict(layers=("layer2",))),
@@ -39,43 +44,59 @@ VARIANTS = [
     ("knn 10k coreset, layer2+3", "knn", dict(layers=("layer2", "layer3"), memory=10_000)),
     ("knn 10k coreset, layer2+1, sigma 8", "knn", dict(layers=L21, memory=10_000, sigma=8.0)),
 ]
+DEFAULT = 2
 
 
-def compare(run: Path, data_root: Path, channels: int) -> dict:
-    """Every variant on one run: pixel AUROC, AUPRO, image AUROC of the map maxima, seconds."""
+def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, channels: int, options: dict) -> dict:
+    """Fit one scorer on the training images, score the test images: one row of results."""
+    start = time.perf_counter()
+    sigma = options.get("sigma", 4.0) * data.image_size / 256
+    patches = create_patch_scorer(scorer, channels=channels, **{**options, "sigma": sigma})
+    maps = patches.fit(model, data.train).score(model, data.test)
+    row = {
+        "variant": name,
+        "image_size": data.image_size,
+        "pixel_auroc": pixel_auroc(maps, data.test_masks),
+        "aupro": aupro(maps, data.test_masks),
+        "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
+        "seconds": time.perf_counter() - start,
+    }
+    print(f"{data.category:8s} {name:38s} {data.image_size:4d} px  pixel {row['pixel_auroc']:.3f}  "
+          f"AUPRO {row['aupro']:.3f}  image (map max) {row['image_auroc_of_map_max']:.3f}  "
+          f"{row['seconds']:.0f} s", flush=True)
+    return row
+
+
+def compare(run: Path, data_root: Path, channels: int, variants: bool, sizes: list[int]) -> dict:
+    """Every variant on one run at its training size, and the default scorer at each of ``sizes``."""
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
-    data = load_category(data_root, config.data.category, image_size=config.data.image_size, progress=False)
+    category = config.data.category
     model = PretextModel(config.synth.num_classes)
     model.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
+    model.eval()
     rows = []
-    for name, scorer, options in VARIANTS:
-        start = time.perf_counter()
-        sigma = options.get("sigma", 4.0) * data.image_size / 256
-        patches = create_patch_scorer(scorer, channels=channels, **{**options, "sigma": sigma})
-        maps = patches.fit(model, data.train).score(model, data.test)
-        rows.append({
-            "variant": name,
-            "pixel_auroc": pixel_auroc(maps, data.test_masks),
-            "aupro": aupro(maps, data.test_masks),
-            "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
-            "seconds": time.perf_counter() - start,
-        })
-        r = rows[-1]
-        print(f"{config.data.category:8s} {name:38s} pixel {r['pixel_auroc']:.3f}  AUPRO {r['aupro']:.3f}  "
-              f"image (map max) {r['image_auroc_of_map_max']:.3f}  {r['seconds']:.0f} s", flush=True)
+    if variants:
+        data = load_category(data_root, category, image_size=config.data.image_size, progress=False)
+        rows = [measure(model, data, *variant, channels) for variant in VARIANTS]
+    name, scorer, options = VARIANTS[DEFAULT]
+    by_size = [measure(model, load_category(data_root, category, image_size=size, progress=False), name, scorer,
+                       channels, options) for size in sizes]
     metrics = run / "metrics.json"
-    return {"run": str(run), "category": config.data.category, "image_size": config.data.image_size,
-            "moves": data.moves, "run_metrics": json.loads(metrics.read_text()) if metrics.exists() else None,
-            "variants": rows}
+    return {"run": str(run), "category": category, "image_size": config.data.image_size,
+            "moves": scan_category(data_root, category).info.moves,
+            "run_metrics": json.loads(metrics.read_text()) if metrics.exists() else None,
+            "variants": rows, "scoring_sizes": by_size}
 
 
-def markdown_table(results: list[dict]) -> str:
-    """Variants down, runs across: pixel AUROC / AUPRO / image AUROC of the map maxima."""
-    head = "| variant | " + " | ".join(f"{r['category']} {r['image_size']} px" for r in results) + " |"
+def markdown_table(results: list[dict], key: str, label: str) -> str:
+    """Rows of ``key`` ("variants" or "scoring_sizes") down, runs across: pixel AUROC / AUPRO /
+    image AUROC of the map maxima."""
+    head = f"| {label} | " + " | ".join(f"{r['category']}, trained at {r['image_size']} px" for r in results) + " |"
     lines = [head, "|---" * (len(results) + 1) + "|"]
-    for i, (name, _, _) in enumerate(VARIANTS):
-        cells = [f"{r['variants'][i]['pixel_auroc']:.3f} / {r['variants'][i]['aupro']:.3f} / "
-                 f"{r['variants'][i]['image_auroc_of_map_max']:.3f}" for r in results]
+    for i, row in enumerate(results[0][key]):
+        cells = [f"{r[key][i]['pixel_auroc']:.3f} / {r[key][i]['aupro']:.3f} / "
+                 f"{r[key][i]['image_auroc_of_map_max']:.3f}" for r in results]
+        name = row["variant"] if key == "variants" else f"{row['image_size']} px"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,11 +107,18 @@ def main(argv: list[str] | None = None) -> dict:
                         help="run folder(s) with config.json and checkpoint.pt")
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--channels", type=int, default=100)
+    parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare the scorer variants at the run's training size (default: yes)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[],
+                        help="also score with the default scorer at these image sides (score.image_size)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    results = [compare(run, args.data_root, args.channels) for run in args.run]
-    print("\npixel AUROC / AUPRO / image AUROC of the map maxima\n" + markdown_table(results))
+    results = [compare(run, args.data_root, args.channels, args.variants, args.sizes) for run in args.run]
+    print("\npixel AUROC / AUPRO / image AUROC of the map maxima")
+    for key, label, wanted in (("variants", "variant", args.variants), ("scoring_sizes", "scored at", args.sizes)):
+        if wanted:
+            print(markdown_table(results, key, label))
     result = {"channels": args.channels, "runs": results}
     if args.out:
         write_json(args.out, result)

@@ -101,6 +101,10 @@ class ScoreConfig:
     patch_channels: int = 100
     patch_memory: int = 10_000
     sigma: float = 4.0
+    #: The side, in pixels, the detector scores images at; 0: the training size (data.image_size).
+    #: A network trained at 128 px scores finer at a larger size: screw, whose defects span a few
+    #: pixels at 128, gained most at 384 (README, results).
+    image_size: int = 0
     #: The detector's threshold for users without labelled defects: this quantile of the normal
     #: training images' scores (image level) and of their maps' maxima (pixel level).
     normal_quantile: float = 0.99
@@ -116,6 +120,8 @@ class ScoreConfig:
             raise ValueError(f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS}.")
         if not 0 < self.normal_quantile < 1:
             raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
+        if self.image_size != 0 and self.image_size < 64:
+            raise ValueError(f"score.image_size={self.image_size}: use 0 (the training size) or 64 pixels or more.")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
 

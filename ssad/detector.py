@@ -60,9 +60,11 @@ class Detection(NamedTuple):
 
 
 class Detector(nn.Module):
-    """Scores images: the pretext network, the image density on its pooled features and the patch
-    scorer on its feature maps, at the ``image_size`` it was trained on. An image's score is the
-    density's (``image_score="density"``) or its anomaly map's maximum ("map_max").
+    """Scores images: the pretext network, the patch scorer on its feature maps and, for
+    ``image_score="density"``, the image density on its pooled features, at ``image_size`` (the
+    run's ``score.image_size``). An image's score is the density's ("density") or its anomaly
+    map's maximum ("map_max", which needs no density and runs the network only as deep as the
+    patch scorer's layers).
 
     ``forward`` resizes any input to ``image_size`` (bilinear, antialiased), scores it, and brings
     the maps back to the input's size. Thresholds are buffers (``image_threshold_f1``, ...);
@@ -70,11 +72,13 @@ class Detector(nn.Module):
     images, else "normal").
     """
 
-    def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity, patches: PatchScorer,
+    def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity | None, patches: PatchScorer,
                  image_size: int, image_score: str = "density") -> None:
         super().__init__()
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score={image_score!r}: choose one of {IMAGE_SCORES}.")
+        if image_score == "density" and density is None:
+            raise ValueError('image_score="density" needs a fitted density.')
         self.model, self.density, self.patches, self.image_size = model, density, patches, image_size
         self.image_score = image_score
         for kind in THRESHOLDS:
@@ -103,9 +107,13 @@ class Detector(nn.Module):
         size = (self.image_size, self.image_size)
         # Always resampled (an identity at the training size), so a traced detector takes any size.
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        pooled, feature_maps = self.model.embed_and_maps(normalise(x))
-        maps = self.patches.anomaly_maps(feature_maps, size)
-        scores = self.density.score(pooled) if self.image_score == "density" else maps.amax(dim=(1, 2, 3))
+        if self.image_score == "density":
+            pooled, feature_maps = self.model.embed_and_maps(normalise(x))
+            maps = self.patches.anomaly_maps(feature_maps, size)
+            scores = self.density.score(pooled)
+        else:
+            maps = self.patches.anomaly_maps(self.model.feature_maps(normalise(x), self.patches.layers), size)
+            scores = maps.amax(dim=(1, 2, 3))
         maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
         image_threshold = getattr(self, f"image_threshold_{self.thresholds}")
         pixel_threshold = getattr(self, f"pixel_threshold_{self.thresholds}")
@@ -120,12 +128,13 @@ class Detector(nn.Module):
         """What `load_detector` rebuilds the modules from (the tensors are in the state dict)."""
         patches = {name: getattr(self.patches, name) for name in self.patches.options}
         density = {"k": self.density.k} if isinstance(self.density, KNNDensity) else {}
+        density = None if self.density is None else [type(self.density).__name__, density]
         return {
             "image_size": self.image_size,
             "image_score": self.image_score,
             "num_classes": self.model.classifier.out_features,
             "thresholds": self.thresholds,
-            "density": [type(self.density).__name__, density],
+            "density": density,
             "patches": [type(self.patches).__name__, patches],
         }
 
@@ -143,7 +152,7 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
     low and would flag too many new normal images; fits on fewer images run a little high)."""
     model.eval()
     detector = _fit_scorers(model, train, cfg, moves)
-    if len(train) >= 2 * folds:
+    if folds >= 2 and len(train) >= 2 * folds:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).to(train.device)
         parts = order.chunk(folds)
         held_out = [_fit_scorers(model, train[torch.cat(parts[:i] + parts[i + 1:])], cfg, moves).score_all(train[held])
@@ -157,13 +166,13 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
 
 
 def _fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool) -> Detector:
-    image_size = train.shape[-1]
-    density = create_density(cfg.density, cfg.knn_k).fit(embed_images(model, train))
+    image_size, image_score = train.shape[-1], cfg.image_score_for(moves)
+    density = create_density(cfg.density, cfg.knn_k).fit(embed_images(model, train)) if image_score == "density" else None
     name = cfg.patch_scorer_for(moves)
     options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
     patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
     patches.fit(model, train)
-    return Detector(model, density, patches, image_size, cfg.image_score_for(moves)).to(train.device)
+    return Detector(model, density, patches, image_size, image_score).to(train.device)
 
 
 def find_detector(run: str | os.PathLike) -> Path:
@@ -196,10 +205,10 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
             f"Re-create it with `python -m ssad.run --resume --out RUN` (refits from the run's checkpoint)."
         )
     spec, state = payload["spec"], payload["state"]
-    density_kind, density_options = spec["density"]
+    density = None if spec["density"] is None else _DENSITIES[spec["density"][0]](**spec["density"][1])
     patch_kind, patch_options = spec["patches"]
     patch_options["layers"] = tuple(patch_options["layers"])
-    detector = Detector(PretextModel(num_classes=spec["num_classes"]), _DENSITIES[density_kind](**density_options),
+    detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
                         _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
                         spec.get("image_score", "density"))  # detectors saved before image_score
     # The scorers' buffers exist only once fitted: register them from the file, then load the rest.

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+import socket
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
-__all__ = ["PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "normalise"]
+__all__ = ["PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "MAP_LAYERS", "normalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INITS = ("auto", "imagenet", "scratch")
+#: The intermediate maps `PretextModel.feature_maps` offers, shallow to deep.
+MAP_LAYERS = ("layer1", "layer2", "layer3")
+#: Seconds a stalled ImageNet weights download may hang before "auto" falls back to scratch.
+DOWNLOAD_TIMEOUT = 30.0
 
 
 def normalise(images: Tensor) -> Tensor:
@@ -55,13 +61,16 @@ class PretextModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.classifier(self.head(self.embed(images)))
 
-    def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
+    def feature_maps(self, images: Tensor, layers: Iterable[str] = MAP_LAYERS) -> dict[str, Tensor]:
         """Intermediate maps of normalised images: ``layer1`` (B, 64, H/4, W/4), ``layer2``
-        (B, 128, H/8, W/8), ``layer3`` (B, 256, H/16, W/16)."""
+        (B, 128, H/8, W/8), ``layer3`` (B, 256, H/16, W/16); the network runs only as deep as the
+        deepest of ``layers`` needs, and returns the maps up to it."""
+        depth = max(MAP_LAYERS.index(name) for name in layers)
         r = self.backbone
-        layer1 = r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(images)))))
-        layer2 = r.layer2(layer1)
-        return {"layer1": layer1, "layer2": layer2, "layer3": r.layer3(layer2)}
+        maps = {"layer1": r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(images)))))}
+        for previous, name in zip(MAP_LAYERS, MAP_LAYERS[1 : depth + 1]):
+            maps[name] = getattr(r, name)(maps[previous])
+        return maps
 
     def embed_and_maps(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """`embed` and `feature_maps` of normalised images from one pass through the network."""
@@ -87,7 +96,7 @@ def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tupl
         return model, "scratch"
     if str(init) in ("imagenet", "auto"):
         try:
-            weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            weights = _imagenet_weights()
         except Exception as error:  # no network, no cache: any failure of the fetch means "not available"
             if init == "imagenet":
                 raise RuntimeError(
@@ -112,3 +121,15 @@ def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tupl
     except RuntimeError as error:
         raise ValueError(f"{path} does not hold a PretextModel with {num_classes} classes: {error}") from error
     return model, f"file:{path}"
+
+
+def _imagenet_weights() -> dict[str, Tensor]:
+    """torchvision's ResNet-18 ImageNet weights, from the torch hub cache or downloaded. A network
+    that drops packets would leave the download waiting forever (urllib has no timeout of its
+    own): a socket that stays silent for `DOWNLOAD_TIMEOUT` seconds fails it."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        return torchvision.models.ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -135,12 +135,7 @@ def run_one(
     run_dir = _shared_by_ranks(_run_dir(args, category, many) if _is_main_process() else None)
     if args.download and not (root / category).is_dir():
         download_category(root, category)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        data = load_category(root, category, image_size=config.data.image_size, device=device,
-                             progress=not args.no_progress)
-        for warning in caught:
-            notes.add(str(warning.message))
+    data = _load(root, category, config.data.image_size, device, args, notes)
     if data.source_kind == "procedural":
         notes.add("no other categories under the data root: texture defects are cut from procedural sources.")
 
@@ -164,6 +159,9 @@ def run_one(
             notes.add(str(warning.message))
     if not _is_main_process():  # other ranks only helped to train
         return {}
+    scoring_size = config.score.image_size or config.data.image_size
+    if scoring_size != data.image_size:  # the network is convolutional: it scores at any size
+        data = _load(root, category, scoring_size, device, args, notes)
     evaluation = evaluate(result.model, data, config.score)
     write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
     evaluation.detector.save(run_dir / "detector.pt")
@@ -173,6 +171,17 @@ def run_one(
     print(f"\n{category}: {result.steps} pretext steps ({result.init_used} init), run folder {run_dir}")
     print(metrics_table([{"category": category, **evaluation.metrics}], ["category", *METRICS]))
     return {"category": category, **evaluation.metrics}
+
+
+def _load(root: Path, category: str, image_size: int, device: torch.device, args: argparse.Namespace,
+          notes: RunNotes) -> CategoryData:
+    """`load_category` at ``image_size``, its warnings kept as the run's notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_category(root, category, image_size=image_size, device=device, progress=not args.no_progress)
+    for warning in caught:
+        notes.add(str(warning.message))
+    return data
 
 
 def _is_main_process() -> bool:

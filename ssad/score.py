@@ -194,7 +194,7 @@ class PatchScorer(nn.Module):
         """The network's feature maps of (N, 3, S, S) uint8 images, per batch, in eval mode."""
         model.eval()
         for x in _batches(images, self.batch_size):
-            yield model.feature_maps(x)
+            yield model.feature_maps(x, self.layers)
 
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from ssad.data import load_category
-from ssad.detector import load_detector
+from ssad.detector import Detector, load_detector
 from ssad.export import export_onnx
 from ssad.export import main as export_main
 from ssad.metrics import auroc, image_auroc
@@ -161,7 +164,30 @@ def test_resume_of_a_run_without_detector_writes_it(run, tmp_path, monkeypatch):
     assert refit.image_threshold_f1 == pytest.approx(float(load_detector(run / "detector.pt").image_threshold_f1))
 
 
-def test_map_max_image_score_is_the_maps_maximum():
+def test_the_detector_scores_at_score_image_size(run, tmp_path, monkeypatch):
+    """A network trained at 64 px, fitted and scored at 96 (a finished run refits on --resume)."""
+    monkeypatch.setenv("SSAD_CACHE_DIR", str(run.parent / "cache"))
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    for name in ("config.json", "checkpoint.pt"):
+        (bigger / name).write_bytes((run / name).read_bytes())
+    assert run_main([*TINY, "--category", "demo_moving", "--out", str(bigger), "--resume",
+                     "--set", "score.image_size=96"]) == 0
+    detector, trained = load_detector(bigger / "detector.pt"), load_detector(run / "detector.pt")
+    assert (detector.image_size, trained.image_size) == (96, 64)
+    for key, value in trained.model.state_dict().items():
+        assert torch.equal(detector.model.state_dict()[key], value), key
+    data = load_category(run.parent / "cache" / "demo", "demo_moving", image_size=96, progress=False,
+                         cache_dir=run.parent / "cache")
+    scores, maps = detector.score_all(data.test)
+    assert maps.shape[-2:] == (96, 96)
+    metrics = json.loads((bigger / "metrics.json").read_text())
+    assert image_auroc(scores, data.test_labels) == pytest.approx(metrics["image_auroc"], abs=1e-9)
+    assert sorted(p.name for p in (bigger / "test_images").glob("*.png")) == \
+        sorted(p.name for p in (run / "test_images").glob("*.png"))
+
+
+def test_map_max_image_score_is_the_maps_maximum(tmp_path):
     from ssad.config import ScoreConfig
     from ssad.detector import fit_detector
     from ssad.model import create_model
@@ -174,5 +200,30 @@ def test_map_max_image_score_is_the_maps_maximum():
     detector = fit_detector(model, train, cfg, moves=True)
     out = detector(train[:4])
     torch.testing.assert_close(out.scores, out.maps.amax(dim=(1, 2, 3)))
+    # The map's maximum needs no image density: none is fitted, saved or loaded.
+    assert detector.density is None
+    detector.save(tmp_path / "detector.pt")
+    loaded = load_detector(tmp_path / "detector.pt")
+    assert loaded.density is None
+    torch.testing.assert_close(loaded(train[:4]).scores, out.scores, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a fitted density"):
+        Detector(model, None, detector.patches, 64, image_score="density")
     with pytest.raises(ValueError, match="image_score"):
         ScoreConfig(image_score="mean")
+
+
+def test_localization_bench_scores_a_run_at_other_sizes(run, tmp_path):
+    """bench/localization.py --sizes: the run's own scorer at its training size reproduces the
+    run's pixel AUROC; other sizes come out as further rows."""
+    out = tmp_path / "sizes.json"
+    script = Path(__file__).resolve().parents[1] / "bench" / "localization.py"
+    env = {**os.environ, "SSAD_CACHE_DIR": str(run.parent / "cache")}
+    subprocess.run([sys.executable, str(script), "--run", str(run), "--data-root", str(run.parent / "cache" / "demo"),
+                    "--no-variants", "--sizes", "64", "96", "--out", str(out)],
+                   check=True, capture_output=True, timeout=600, env=env)
+    result = json.loads(out.read_text())["runs"][0]
+    assert result["variants"] == [] and result["moves"]
+    same, bigger = result["scoring_sizes"]
+    assert (same["image_size"], bigger["image_size"]) == (64, 96)
+    assert same["pixel_auroc"] == pytest.approx(result["run_metrics"]["pixel_auroc"], abs=1e-6)
+    assert 0 < bigger["aupro"] <= 1 and 0 <= bigger["image_auroc_of_map_max"] <= 1

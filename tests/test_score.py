@@ -100,6 +100,17 @@ def test_every_patch_scorer_lights_up_a_foreign_patch(name):
     assert maps[0].max() > maps[1:].max()
 
 
+def test_feature_maps_run_only_as_deep_as_asked():
+    torch.manual_seed(0)
+    model = create_model("scratch")[0].eval()
+    x = torch.rand(2, 3, 64, 64)
+    every, shallow = model.feature_maps(x), model.feature_maps(x, layers=("layer2", "layer1"))
+    assert list(every) == ["layer1", "layer2", "layer3"] and list(shallow) == ["layer1", "layer2"]
+    assert every["layer3"].shape == (2, 256, 4, 4)
+    for name in shallow:  # the same operations on the same input
+        torch.testing.assert_close(shallow[name], every[name], rtol=0, atol=0)
+
+
 def test_patch_scorer_factory_and_arguments_are_checked():
     assert isinstance(create_patch_scorer("shared"), PatchGaussian) and create_patch_scorer("shared").shared
     assert isinstance(create_patch_scorer("knn", memory=5), PatchKNN)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from ssad.checkpoint import load_checkpoint
 from ssad.config import load_config
 from ssad.data import load_category, make_demo_dataset
-from ssad.model import create_model
+from ssad.model import DOWNLOAD_TIMEOUT, create_model
 from ssad.synth import DefectSynthesizer
 from ssad.train import augment_normals, checkpoint_path, pretext_accuracy, train
 
@@ -131,7 +132,7 @@ def test_auto_init_falls_back_to_scratch_and_says_so(monkeypatch, tmp_path):
     def unreachable(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", unreachable)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", unreachable)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, used = create_model("auto")
@@ -139,6 +140,21 @@ def test_auto_init_falls_back_to_scratch_and_says_so(monkeypatch, tmp_path):
     assert any("from scratch" in str(w.message) for w in caught)
     with pytest.raises(RuntimeError, match="ImageNet weights"):
         create_model("imagenet")
+
+
+def test_a_stalled_weights_download_times_out_and_the_timeout_is_restored(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    seen = []
+
+    def silent_network(*args, **kwargs):  # what a socket does when packets are dropped
+        seen.append(socket.getdefaulttimeout())
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", silent_network)
+    before = socket.getdefaulttimeout()
+    with pytest.warns(UserWarning, match="from scratch"):
+        assert create_model("auto")[1] == "scratch"
+    assert seen == [DOWNLOAD_TIMEOUT] and socket.getdefaulttimeout() == before
 
 
 def test_two_gloo_processes_keep_equal_weights(demo, tmp_path):
