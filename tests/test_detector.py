@@ -210,6 +210,8 @@ def test_map_max_image_score_is_the_maps_maximum(tmp_path):
         Detector(model, None, detector.patches, 64, image_score="density")
     with pytest.raises(ValueError, match="image_score"):
         ScoreConfig(image_score="mean")
+    with pytest.raises(ValueError, match=r"score.image_size=32: use 0 \(the training size\) or 64"):
+        ScoreConfig(image_size=32)
 
 
 def test_localization_bench_scores_a_run_at_other_sizes(run, tmp_path):
