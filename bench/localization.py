@@ -2,7 +2,7 @@
 
 For each run folder given: loads its checkpoint and category, fits each variant on the training
 images and scores the test images. Also reports the image AUROC of the maps' maxima (a
-PatchCore-style image score) next to the run's own image score. With ``--sizes``, the run's
+PatchCore-style image score) next to the run's own image score. With ``--sizes``, the default
 scorer (knn 10k coreset, layer2+1) also fits and scores at each of these image sides
 (``score.image_size``): the network is convolutional, so one trained at 128 px scores at any
 size. JSON out and Markdown tables; the defaults of `ScoreConfig` follow these figures.
@@ -36,7 +36,7 @@ L21 = ("layer2", "layer1")
 VARIANTS = [
     ("per location, layer2+1", "per_location", dict(layers=L21)),
     ("shared, layer2+1", "shared", dict(layers=L21)),
-    ("knn 10k coreset, layer2+1", "knn", dict(layers=L21, memory=10_000)),  # the default (`DEFAULT`)
+    ("knn 10k coreset, layer2+1", "knn", dict(layers=L21, memory=10_000)),
     ("knn 2k coreset, layer2+1", "knn", dict(layers=L21, memory=2_000)),
     ("knn 40k coreset, layer2+1", "knn", dict(layers=L21, memory=40_000)),
     ("per location, layer2", "per_location", dict(layers=("layer2",))),
@@ -44,7 +44,8 @@ VARIANTS = [
     ("knn 10k coreset, layer2+3", "knn", dict(layers=("layer2", "layer3"), memory=10_000)),
     ("knn 10k coreset, layer2+1, sigma 8", "knn", dict(layers=L21, memory=10_000, sigma=8.0)),
 ]
-DEFAULT = 2
+#: `ScoreConfig`'s scorer, the one ``--sizes`` scores with.
+DEFAULT = VARIANTS[2]
 
 
 def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, channels: int, options: dict) -> dict:
@@ -78,7 +79,7 @@ def compare(run: Path, data_root: Path, channels: int, variants: bool, sizes: li
     if variants:
         data = load_category(data_root, category, image_size=config.data.image_size, progress=False)
         rows = [measure(model, data, *variant, channels) for variant in VARIANTS]
-    name, scorer, options = VARIANTS[DEFAULT]
+    name, scorer, options = DEFAULT
     by_size = [measure(model, load_category(data_root, category, image_size=size, progress=False), name, scorer,
                        channels, options) for size in sizes]
     metrics = run / "metrics.json"

@@ -150,6 +150,7 @@ def test_a_stalled_weights_download_times_out_and_the_timeout_is_restored(monkey
         seen.append(socket.getdefaulttimeout())
         raise TimeoutError("timed out")
 
+    # torchvision's weights enum fetches through its own import of the hub function: patch that one.
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", silent_network)
     before = socket.getdefaulttimeout()
     with pytest.warns(UserWarning, match="from scratch"):
