@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ssad.atomic import write_json
-from ssad.config import RunConfig
+from ssad.config import RunConfig, ScoreConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import scan_category
 from ssad.metrics import aupro, image_auroc, pixel_auroc
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--run", type=Path, nargs="+", required=True,
                         help="run folder(s) with config.json and checkpoint.pt")
     parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--channels", type=int, default=100)
+    parser.add_argument("--channels", type=int, default=ScoreConfig.patch_channels,
+                        help="patch feature channels kept (0: all, the default of score.patch_channels)")
     parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                         help="compare the scorer variants at the run's training size (default: yes)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[],

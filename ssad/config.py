@@ -91,14 +91,16 @@ class ScoreConfig:
     #: move. map_max measured better on bottle (0.992 vs 0.988) and screw (0.697 vs 0.464) at 128 px.
     image_score: str = "map_max"
     #: Anomaly maps: these layers' features on the first one's grid (layer2: 1/8 of the image
-    #: side), a random subset of ``patch_channels`` of them, scored by ``patch_scorer`` and
-    #: smoothed with ``sigma`` pixels at 256x256: "knn", the nearest-neighbour memory
-    #: (``patch_memory`` features), led on both bottle and screw (bench/localization.py);
+    #: side), all their channels (``patch_channels = 0``) or a random subset of that many, scored
+    #: by ``patch_scorer`` and smoothed with ``sigma`` pixels at 256x256: "knn", the nearest-
+    #: neighbour memory (``patch_memory`` features), led on bottle and screw (bench/localization.py);
     #: "per_location" (a Gaussian per grid place), "shared"; "auto": knn for objects that move,
     #: per_location otherwise.
     patch_scorer: str = "knn"
     patch_layers: tuple[str, ...] = ("layer2", "layer1")
-    patch_channels: int = 100
+    #: All 192 channels of layer2+1 beat PaDiM's random 100 at 320 px, on three trained models:
+    #: screw image AUROC 0.858 -> 0.879 and 0.835 -> 0.872, bottle 0.993 -> 0.996 (README, results).
+    patch_channels: int = 0
     patch_memory: int = 10_000
     sigma: float = 4.0
     #: The side, in pixels, the detector scores images at; 0: the training size (data.image_size).
@@ -123,6 +125,8 @@ class ScoreConfig:
             raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
         if self.image_size != 0 and self.image_size < 64:
             raise ValueError(f"score.image_size={self.image_size}: use 0 (the training size) or 64 pixels or more.")
+        if self.patch_channels < 0:
+            raise ValueError(f"score.patch_channels={self.patch_channels}: use 0 (all channels) or a positive count.")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
 

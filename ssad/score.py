@@ -6,8 +6,8 @@ Image level: pooled 512-d features of the trained network, L2-normalised, scored
 - `KNNDensity` (the seed's): mean cosine distance to the k nearest training features.
 
 Pixel level (`PatchScorer`): dense features of intermediate layers (by default layer2 and layer1,
-resampled to layer2's grid, i.e. one feature per 8x8 pixels), reduced to a fixed random subset of
-channels, scored per location and upsampled to the image, Gaussian-smoothed. `PatchGaussian`
+resampled to layer2's grid, i.e. one feature per 8x8 pixels), all their channels or a fixed random
+subset, scored per location and upsampled to the image, Gaussian-smoothed. `PatchGaussian`
 fits one Gaussian per grid location (objects that sit still) or one shared by all; `PatchKNN`
 measures the distance to the nearest normal patch of a coreset memory (objects that move).
 bench/localization.py compares them.
@@ -148,8 +148,8 @@ _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
 class PatchScorer(nn.Module):
     """Anomaly maps from dense intermediate features; subclasses say how a feature is scored.
 
-    Features of ``layers`` are upsampled to the grid of the first one and concatenated; a fixed
-    random subset of ``channels`` of them is kept. Maps are the per-location scores, upsampled to
+    Features of ``layers`` are upsampled to the grid of the first one and concatenated; all of
+    them are kept (``channels=0``) or a fixed random subset of ``channels``. Maps are the per-location scores, upsampled to
     the image and smoothed with a Gaussian of ``sigma`` pixels.
     """
 
@@ -158,7 +158,7 @@ class PatchScorer(nn.Module):
 
     def __init__(
         self,
-        channels: int = 100,
+        channels: int = 0,
         sigma: float = 4.0,
         layers: tuple[str, ...] = ("layer2", "layer1"),
         seed: int = 0,
@@ -168,10 +168,12 @@ class PatchScorer(nn.Module):
         if not layers or unknown:
             raise ValueError(f"layers={layers!r}: choose among {sorted(_LAYER_CHANNELS)}.")
         available = sum(_LAYER_CHANNELS[name] for name in layers)
-        if not 1 <= channels <= available:
-            raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}.")
+        if not 0 <= channels <= available:
+            raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}, "
+                             "or 0 for all.")
         super().__init__()
-        self.channels, self.sigma, self.layers = channels, sigma, layers
+        self.channels = channels or available
+        self.sigma, self.layers = sigma, layers
         self.seed, self.batch_size = seed, batch_size
 
     def patch_features(self, feature_maps: dict[str, Tensor]) -> Tensor:

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssad.config import ScoreConfig
 from ssad.model import create_model
 from ssad.score import (
     PATCH_SCORERS,
@@ -120,6 +121,12 @@ def test_patch_scorer_factory_and_arguments_are_checked():
         create_patch_scorer("nearest")
     with pytest.raises(ValueError, match="memory"):
         create_patch_scorer("knn", memory=0)
+    assert create_patch_scorer("knn").channels == 192  # 0, the default: all of layer2's and layer1's
+    assert create_patch_scorer("knn", layers=("layer2",), channels=40).channels == 40
+    with pytest.raises(ValueError, match="have 128; keep between 1 and 128, or 0 for all"):
+        create_patch_scorer("knn", layers=("layer2",), channels=192)
+    with pytest.raises(ValueError, match="patch_channels=-1"):
+        ScoreConfig(patch_channels=-1)
 
 
 def test_knn_scorer_does_not_assume_alignment():

@@ -85,6 +85,17 @@ def test_shuffled_tiles_are_a_permutation_of_the_image():
     assert torch.equal(out.flatten(1).sort(dim=1).values, images.flatten(1).sort(dim=1).values)
 
 
+def test_shuffled_tiles_leave_the_rows_and_columns_beyond_whole_tiles():
+    images = torch.randint(0, 256, (3, 2, 11, 14), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    order = torch.stack([torch.randperm(9, generator=torch.Generator().manual_seed(i)) for i in range(3)])
+    out = shuffle_tiles(images, order)
+    for b in range(3):  # tiles of 3 x 4 pixels on a 3 x 3 grid: rows 9-10 and columns 12-13 stay
+        for i, j in enumerate(order[b].tolist()):
+            r, c, sr, sc = 3 * (i // 3), 4 * (i % 3), 3 * (j // 3), 4 * (j % 3)
+            assert torch.equal(out[b, :, r : r + 3, c : c + 4], images[b, :, sr : sr + 3, sc : sc + 4])
+    assert torch.equal(out[..., 9:, :], images[..., 9:, :]) and torch.equal(out[..., 12:], images[..., 12:])
+
+
 def test_poisson_solve_equals_a_direct_solve():
     n, m = 6, 9
     rhs = torch.randn(3, n, m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -103,6 +103,8 @@ def _cut_paste(
         of the batch, which on the CPU keeps them in the allocator's reused memory (a fresh
         50 MB block costs more in page faults than the arithmetic), whatever B is.
         """
+        if config.brightness == config.contrast == config.hue == 0:  # the identity: skip the float round trip
+            return pixels.clone()
         result = torch.empty(pixels.shape, dtype=images.dtype, device=pixels.device)
         for part, m, b, into in zip(*(t.tensor_split(_COLOUR_SLICES) for t in (pixels, matrix, bias, result))):
             if into.dtype == work_dtype:  # float images: straight into the result
@@ -114,6 +116,9 @@ def _cut_paste(
     # From here on all work is in the images' dtype: for uint8 the box gathers, selects and
     # scatters move a quarter of the bytes floats would.
     out = jitter(images.reshape(batch, channels, -1))  # (B, C, H*W)
+    if config.class_probs[2] == 0 and (config.class_probs[1] == 0 or config.family_probs[0] == 0):
+        # No sample can get a polygon or a scar (other families only): the colour map is all.
+        return out.reshape(images.shape), torch.zeros(batch, 1, height, width, dtype=torch.bool, device=images.device)
 
     origins = box_origins(params["vertices"], box_h, box_w, height, width)
     inside = rasterize(params["vertices"], params["num_vertices"], origins, box_h, box_w).reshape(batch, 1, -1)

@@ -107,18 +107,15 @@ def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
     batch, channels, height, width = images.shape
     grid = math.isqrt(order.shape[1])
     th, tw = height // grid, width // grid
-    rows = torch.arange(height, device=images.device)
-    cols = torch.arange(width, device=images.device)
-    tile_row, tile_col = (rows // th).clamp_max(grid - 1), (cols // tw).clamp_max(grid - 1)
-    tile = tile_row[:, None] * grid + tile_col[None, :]  # (H, W)
-    source = order.gather(1, tile.reshape(1, -1).expand(batch, -1)).reshape(batch, height, width)
-    src_row = (source // grid) * th + (rows - tile_row * th)[None, :, None]
-    src_col = (source % grid) * tw + (cols - tile_col * tw)[None, None, :]
-    whole = (rows < grid * th)[None, :, None] & (cols < grid * tw)[None, None, :]
-    src_row = torch.where(whole, src_row, rows[None, :, None])
-    src_col = torch.where(whole, src_col, cols[None, None, :])
-    index = (src_row * width + src_col).reshape(batch, 1, -1).expand(-1, channels, -1)
-    return images.reshape(batch, channels, -1).gather(2, index).reshape(images.shape)
+    # Whole tiles as rows of one (B, G*G, C*th*tw) table: the shuffle is one gather of whole
+    # rows, memory-bound, instead of an index per pixel.
+    tiles = (images[..., : grid * th, : grid * tw].reshape(batch, channels, grid, th, grid, tw)
+             .permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, -1))
+    picked = tiles.gather(1, order[:, :, None].expand(-1, -1, tiles.shape[-1]))
+    out = images.clone()
+    out[..., : grid * th, : grid * tw] = (picked.reshape(batch, grid, grid, channels, th, tw)
+                                          .permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, grid * th, grid * tw))
+    return out
 
 
 def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
@@ -129,10 +126,9 @@ def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
     other = images.roll(1, dims=0) if source_images is None else source_images
     shuffled = shuffle_tiles(images, params["perlin_tiles"])
     fill = torch.where(params["perlin_fill"][:, None, None, None] == 0, other, shuffled)
-    beta = params["perlin_beta"][:, None, None, None]
-    blended = beta * fill.float() + (1 - beta) * images.float()
+    blended = torch.lerp(images.float(), fill.float(), params["perlin_beta"][:, None, None, None].float())
     if images.dtype == torch.uint8:
-        blended = blended.round().clamp(0, 255)
+        blended.round_().clamp_(0, 255)
     return torch.where(masks, blended.to(images.dtype), images)
 
 
