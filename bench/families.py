@@ -8,7 +8,8 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
   coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
   sine-basis Poisson solve, one box at a time. Run in ``--workers`` processes, one image per task, as a DataLoader does.
 * ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
-  ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)).
+  ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
+  reference has none (the engine then skips its colour map).
 
 Median over ``--repeats`` of ``--batches`` batches each, after one warm-up batch. JSON to ``--out``
 (atomically) and a Markdown table to stdout.
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                 one = perlin_one if family == "perlin" else poisson_one
                 tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
                 reference = _rate(lambda: pool.map(one, tasks, chunksize=1), args.batch, args.batches, args.repeats)
-                synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs))
+                synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
+                                                      brightness=0.0, contrast=0.0, hue=0.0))
                 batched = _rate(lambda: synth(images, masks, generator=g), args.batch, args.batches, args.repeats)
                 rows.append({"family": family, "size": size, "batch": args.batch, "per_image_images_per_s": reference,
                              "batched_images_per_s": batched, "speedup": batched / reference})

@@ -156,18 +156,16 @@ def _other_families(
         out = blend_perlin(out, params, perlin, other)
         masks = masks | perlin
     if "poisson_size" in params:
-        blended, changed = _poisson(out, params, config, other)
-        poisson = family == 2
-        out = torch.where(poisson, blended, out)
-        masks = masks | (changed & poisson)
+        out, changed = _poisson(out, params, config, other, chosen=params["family"] == 2)
+        masks = masks | changed
     return out, masks
 
 
 def _poisson(
-    images: Tensor, params: dict[str, Tensor], config: SynthConfig, sources: Tensor
+    images: Tensor, params: dict[str, Tensor], config: SynthConfig, sources: Tensor, chosen: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Every sample with its Poisson patch blended in (`ssad.synth.poisson`): images like the
-    input, and (B, 1, H, W) bool masks of the defect."""
+    """The ``chosen`` (B,) bool samples with their Poisson patch blended in (`ssad.synth.poisson`):
+    images like the input, and (B, 1, H, W) bool masks of the defect (empty for the others)."""
     batch, channels, height, width = images.shape
     size, centre, scale = params["poisson_size"], params["poisson_centre"], params["poisson_scale"]
     box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
@@ -179,7 +177,8 @@ def _poisson(
     index = (rows[:, :, None] * width + cols[:, None, :]).reshape(batch, 1, -1).expand(-1, channels, -1)
     scale_to = 255.0 if images.dtype == torch.uint8 else 1.0
     flat = images.reshape(batch, channels, -1)
-    target = flat.gather(2, index).reshape(batch, channels, box_h, box_w).float() / scale_to
+    boxes = flat.gather(2, index).reshape(batch, channels, box_h, box_w)
+    target = boxes.float() / scale_to
 
     # Box pixel centres relative to the patch centre, in pixels; the patch samples the source there.
     x = cols.float() + 0.5 - centre[:, :1]  # (B, box_w)
@@ -189,17 +188,18 @@ def _poisson(
     gx = (source[:, None, None, 0] + x[:, None, :] / scale[:, None, None]) * (2 / width) - 1
     gy = (source[:, None, None, 1] + y[:, :, None] / scale[:, None, None]) * (2 / height) - 1
     grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (B, box_h, box_w, 2)
-    patch = F.grid_sample(sources.float() / scale_to, grid, mode="bilinear", padding_mode="border",
-                          align_corners=False)
-    blended, _ = poisson_blend(target, patch, inside)
+    patch = F.grid_sample(sources.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    blended, _ = poisson_blend(target, patch / scale_to, inside)
     blended = blended.clamp(0, 1) * scale_to
     if images.dtype == torch.uint8:
         blended = blended.round()
-    blended = blended.to(images.dtype)
+    # Only in the box, not over the image: the samples not chosen keep their pixels.
+    blended = torch.where(chosen[:, None, None, None], blended.to(images.dtype), boxes)
     # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
     # solve's smooth correction fades out over the whole box) and by at least one level.
     change = (blended.float() - target * scale_to).abs().amax(dim=1, keepdim=True)
     changed = change >= (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(scale_to / 255)
+    changed &= chosen[:, None, None, None]
     out = flat.clone().scatter_(2, index, blended.reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(2, index[:, :1], changed.reshape(batch, 1, -1))

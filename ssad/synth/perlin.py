@@ -27,6 +27,8 @@ __all__ = ["perlin_noise", "perlin_masks", "blend_perlin", "shuffle_tiles", "PER
 #: Fill sources, in the order of ``SynthConfig.perlin_fill_probs`` and of ``params["perlin_fill"]``.
 PERLIN_FILLS = ("other_image", "shuffled_tiles")
 
+_SLICES = 8
+
 
 def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, width: int) -> Tensor:
     """(B, H, W) float Perlin noise in about [-0.7, 0.7]: ``gradients`` (B, L, L) angles of a
@@ -86,14 +88,14 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     inside = torch.ones(1, 1, height, width, dtype=torch.bool, device=gradients.device)
     if object_masks is not None:
         inside = object_masks | ~object_masks.flatten(1).any(dim=1)[:, None, None, None]  # empty: anywhere
-    inside = inside.expand(batch, 1, height, width)
     # The lowered threshold, from the coarse grid: its keep-th largest value inside the object.
-    coarse_inside = F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5
+    coarse_inside = (F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5).expand(batch, -1, -1, -1)
+    inside = inside.expand(batch, 1, height, width)
     ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).sort(dim=1, descending=True).values
-    keep = (coarse_inside.flatten(1).sum(dim=1) * min_area).ceil().long().clamp_min(1)
+    keep = (coarse_inside.flatten(1).count_nonzero(dim=1) * min_area).ceil().long().clamp_min(1)
     lowered = ranked.gather(1, keep[:, None] - 1)[:, :, None, None]
     threshold = params["perlin_threshold"][:, None, None, None]
-    too_small = ((noise > threshold) & inside).flatten(1).sum(dim=1) < keep * (height * width) / (grid_h * grid_w)
+    too_small = ((noise > threshold) & inside).flatten(1).count_nonzero(dim=1) < keep * (height * width) / (grid_h * grid_w)
     masks = (noise >= torch.where(too_small[:, None, None, None], lowered, threshold)) & inside
     # However the resizing fell, the object's noisiest pixel is always part of the defect.
     peak = noise.masked_fill(~inside, -math.inf).amax(dim=(2, 3), keepdim=True)
@@ -111,7 +113,7 @@ def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
     # rows, memory-bound, instead of an index per pixel.
     tiles = (images[..., : grid * th, : grid * tw].reshape(batch, channels, grid, th, grid, tw)
              .permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, -1))
-    picked = tiles.gather(1, order[:, :, None].expand(-1, -1, tiles.shape[-1]))
+    picked = tiles[torch.arange(batch, device=images.device)[:, None], order]
     out = images.clone()
     out[..., : grid * th, : grid * tw] = (picked.reshape(batch, grid, grid, channels, th, tw)
                                           .permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, grid * th, grid * tw))
@@ -125,11 +127,19 @@ def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
     next image of the batch when None) or the image with shuffled tiles, per ``perlin_fill``."""
     other = images.roll(1, dims=0) if source_images is None else source_images
     shuffled = shuffle_tiles(images, params["perlin_tiles"])
-    fill = torch.where(params["perlin_fill"][:, None, None, None] == 0, other, shuffled)
-    blended = torch.lerp(images.float(), fill.float(), params["perlin_beta"][:, None, None, None].float())
-    if images.dtype == torch.uint8:
-        blended.round_().clamp_(0, 255)
-    return torch.where(masks, blended.to(images.dtype), images)
+    fill_mode = params["perlin_fill"][:, None, None, None]
+    beta = params["perlin_beta"][:, None, None, None].float()
+    out = torch.empty_like(images)
+    # A fixed number of slices of the batch (not a loop over samples): the float temporaries
+    # stay small enough for the allocator to reuse, which on the CPU saves more page faults than
+    # the arithmetic costs.
+    parts = (images, other, shuffled, fill_mode, beta, masks.expand(len(images), -1, -1, -1), out)
+    for image, other_image, tiles, mode, weight, mask, into in zip(*(t.tensor_split(_SLICES) for t in parts)):
+        blended = torch.lerp(image.float(), torch.where(mode == 0, other_image, tiles).float(), weight)
+        if images.dtype == torch.uint8:
+            blended.round_().clamp_(0, 255)
+        torch.where(mask, blended.to(images.dtype), image, out=into)
+    return out
 
 
 def _fade(t: Tensor) -> Tensor:
