@@ -5,12 +5,15 @@ images and scores the test images. Also reports the image AUROC of the maps' max
 PatchCore-style image score) next to the run's own image score. With ``--sizes``, the default
 scorer (knn 10k coreset, layer2+1) also fits and scores at each of these image sides
 (``score.image_size``): the network is convolutional, so one trained at 128 px scores at any
-size. JSON out and Markdown tables; the defaults of `ScoreConfig` follow these figures.
+size; with several ``--channels``, at each size once per channel count (0: all). JSON out and
+Markdown tables; the defaults of `ScoreConfig` follow these figures.
 
     python bench/localization.py --data-root ../shared/data/mvtec \
         --run runs/bottle_cpu runs/screw_cpu --out bench/results/localization.json
     python bench/localization.py --data-root ../shared/data/mvtec --run runs/screw_cpu \
         --no-variants --sizes 128 256 320 384 512 --out bench/results/scoring_size_screw.json
+    python bench/localization.py --data-root ../shared/data/mvtec --run runs/screw_cpu \
+        --no-variants --sizes 320 --channels 100 0 --out bench/results/channels_screw.json
 """
 
 from __future__ import annotations
@@ -57,19 +60,21 @@ def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, cha
     row = {
         "variant": name,
         "image_size": data.image_size,
+        "channels": patches.channels,
         "pixel_auroc": pixel_auroc(maps, data.test_masks),
         "aupro": aupro(maps, data.test_masks),
         "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
         "seconds": time.perf_counter() - start,
     }
-    print(f"{data.category:8s} {name:38s} {data.image_size:4d} px  pixel {row['pixel_auroc']:.3f}  "
+    print(f"{data.category:8s} {name:38s} {data.image_size:4d} px {patches.channels:3d} ch  pixel {row['pixel_auroc']:.3f}  "
           f"AUPRO {row['aupro']:.3f}  image (map max) {row['image_auroc_of_map_max']:.3f}  "
           f"{row['seconds']:.0f} s", flush=True)
     return row
 
 
-def compare(run: Path, data_root: Path, channels: int, variants: bool, sizes: list[int]) -> dict:
-    """Every variant on one run at its training size, and the default scorer at each of ``sizes``."""
+def compare(run: Path, data_root: Path, channels: list[int], variants: bool, sizes: list[int]) -> dict:
+    """Every variant on one run at its training size (the first of ``channels``), and the default
+    scorer at each of ``sizes`` with each of ``channels``."""
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
     category = config.data.category
     model = PretextModel(config.synth.num_classes)
@@ -78,10 +83,12 @@ def compare(run: Path, data_root: Path, channels: int, variants: bool, sizes: li
     rows = []
     if variants:
         data = load_category(data_root, category, image_size=config.data.image_size, progress=False)
-        rows = [measure(model, data, *variant, channels) for variant in VARIANTS]
+        rows = [measure(model, data, *variant, channels[0]) for variant in VARIANTS]
     name, scorer, options = DEFAULT
-    by_size = [measure(model, load_category(data_root, category, image_size=size, progress=False), name, scorer,
-                       channels, options) for size in sizes]
+    by_size = []
+    for size in sizes:
+        data = load_category(data_root, category, image_size=size, progress=False)
+        by_size += [measure(model, data, name, scorer, count, options) for count in channels]
     metrics = run / "metrics.json"
     return {"run": str(run), "category": category, "image_size": config.data.image_size,
             "moves": scan_category(data_root, category).info.moves,
@@ -97,7 +104,7 @@ def markdown_table(results: list[dict], key: str, label: str) -> str:
     for i, row in enumerate(results[0][key]):
         cells = [f"{r[key][i]['pixel_auroc']:.3f} / {r[key][i]['aupro']:.3f} / "
                  f"{r[key][i]['image_auroc_of_map_max']:.3f}" for r in results]
-        name = row["variant"] if key == "variants" else f"{row['image_size']} px"
+        name = row["variant"] if key == "variants" else f"{row['image_size']} px, {row['channels']} channels"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--run", type=Path, nargs="+", required=True,
                         help="run folder(s) with config.json and checkpoint.pt")
     parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--channels", type=int, default=ScoreConfig.patch_channels,
-                        help="patch feature channels kept (0: all, the default of score.patch_channels)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[ScoreConfig.patch_channels],
+                        help="patch feature channels kept (0: all, score.patch_channels' default); "
+                             "several: --sizes scores with each")
     parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                         help="compare the scorer variants at the run's training size (default: yes)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[],

@@ -216,16 +216,17 @@ def test_map_max_image_score_is_the_maps_maximum(tmp_path):
 
 def test_localization_bench_scores_a_run_at_other_sizes(run, tmp_path):
     """bench/localization.py --sizes: the run's own scorer at its training size reproduces the
-    run's pixel AUROC; other sizes come out as further rows."""
+    run's pixel AUROC; other sizes and channel counts come out as further rows."""
     out = tmp_path / "sizes.json"
     script = Path(__file__).resolve().parents[1] / "bench" / "localization.py"
     env = {**os.environ, "SSAD_CACHE_DIR": str(run.parent / "cache")}
     subprocess.run([sys.executable, str(script), "--run", str(run), "--data-root", str(run.parent / "cache" / "demo"),
-                    "--no-variants", "--sizes", "64", "96", "--out", str(out)],
+                    "--no-variants", "--sizes", "64", "96", "--channels", "0", "16", "--out", str(out)],
                    check=True, capture_output=True, timeout=600, env=env)
     result = json.loads(out.read_text())["runs"][0]
     assert result["variants"] == [] and result["moves"]
-    same, bigger = result["scoring_sizes"]
-    assert (same["image_size"], bigger["image_size"]) == (64, 96)
+    rows = result["scoring_sizes"]
+    assert [(row["image_size"], row["channels"]) for row in rows] == [(64, 192), (64, 16), (96, 192), (96, 16)]
+    same, bigger = rows[0], rows[2]
     assert same["pixel_auroc"] == pytest.approx(result["run_metrics"]["pixel_auroc"], abs=1e-6)
     assert 0 < bigger["aupro"] <= 1 and 0 <= bigger["image_auroc_of_map_max"] <= 1
