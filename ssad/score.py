@@ -149,8 +149,8 @@ class PatchScorer(nn.Module):
     """Anomaly maps from dense intermediate features; subclasses say how a feature is scored.
 
     Features of ``layers`` are upsampled to the grid of the first one and concatenated; all of
-    them are kept (``channels=0``) or a fixed random subset of ``channels``. Maps are the per-location scores, upsampled to
-    the image and smoothed with a Gaussian of ``sigma`` pixels.
+    them are kept (``channels=0``) or a fixed random subset of ``channels``. Maps are the
+    per-location scores, upsampled to the image and smoothed with a Gaussian of ``sigma`` pixels.
     """
 
     #: Constructor options a saved scorer is rebuilt from (`ssad.detector`).

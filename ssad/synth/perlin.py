@@ -27,6 +27,7 @@ __all__ = ["perlin_noise", "perlin_masks", "blend_perlin", "shuffle_tiles", "PER
 #: Fill sources, in the order of ``SynthConfig.perlin_fill_probs`` and of ``params["perlin_fill"]``.
 PERLIN_FILLS = ("other_image", "shuffled_tiles")
 
+#: `blend_perlin` works through the batch in this many slices (see there).
 _SLICES = 8
 
 
@@ -89,13 +90,14 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     if object_masks is not None:
         inside = object_masks | ~object_masks.flatten(1).any(dim=1)[:, None, None, None]  # empty: anywhere
     # The lowered threshold, from the coarse grid: its keep-th largest value inside the object.
-    coarse_inside = (F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5).expand(batch, -1, -1, -1)
-    inside = inside.expand(batch, 1, height, width)
+    coarse_inside = F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5
+    coarse_inside, inside = coarse_inside.expand(batch, -1, -1, -1), inside.expand(batch, -1, -1, -1)
     ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).sort(dim=1, descending=True).values
     keep = (coarse_inside.flatten(1).count_nonzero(dim=1) * min_area).ceil().long().clamp_min(1)
     lowered = ranked.gather(1, keep[:, None] - 1)[:, :, None, None]
     threshold = params["perlin_threshold"][:, None, None, None]
-    too_small = ((noise > threshold) & inside).flatten(1).count_nonzero(dim=1) < keep * (height * width) / (grid_h * grid_w)
+    above = ((noise > threshold) & inside).flatten(1).count_nonzero(dim=1)
+    too_small = above < keep * (height * width) / (grid_h * grid_w)
     masks = (noise >= torch.where(too_small[:, None, None, None], lowered, threshold)) & inside
     # However the resizing fell, the object's noisiest pixel is always part of the defect.
     peak = noise.masked_fill(~inside, -math.inf).amax(dim=(2, 3), keepdim=True)
