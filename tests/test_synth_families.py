@@ -96,6 +96,23 @@ def test_shuffled_tiles_leave_the_rows_and_columns_beyond_whole_tiles():
     assert torch.equal(out[..., 9:, :], images[..., 9:, :]) and torch.equal(out[..., 12:], images[..., 12:])
 
 
+@pytest.mark.parametrize("family_probs", [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.4, 0.3, 0.3)])
+def test_without_jitter_only_the_defects_change_pixels(family_probs):
+    """With no colour jitter (its identity map skipped) and no cut-paste drawn (that work skipped
+    too, where the config rules it out), every pixel outside a Perlin or cut-paste defect, and
+    every pixel of a normal or a non-Poisson sample's box, keeps its value; the input is untouched."""
+    images = (_images(24) * 255).round().to(torch.uint8)
+    before = images.clone()
+    config = SynthConfig(class_probs=(0.25, 0.75, 0.0), family_probs=family_probs, **NO_JITTER)
+    out = DefectSynthesizer(config)(images, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(images, before) and out.images.data_ptr() != images.data_ptr()
+    family = out.params.get("family", torch.zeros(24, dtype=torch.long))
+    smooth = (out.labels == 1) & (family == 2)  # Poisson: the solve's correction fades past its mask
+    kept = ~out.masks & ~smooth[:, None, None, None]
+    assert torch.equal(torch.where(kept, out.images, 0), torch.where(kept, images, 0))
+    assert not out.masks[out.labels == 0].any()
+
+
 def test_poisson_solve_equals_a_direct_solve():
     n, m = 6, 9
     rhs = torch.randn(3, n, m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
