@@ -13,7 +13,7 @@ Markdown tables; the defaults of `ScoreConfig` follow these figures.
     python bench/localization.py --data-root ../shared/data/mvtec --run runs/screw_cpu \
         --no-variants --sizes 128 256 320 384 512 --out bench/results/scoring_size_screw.json
     python bench/localization.py --data-root ../shared/data/mvtec --run runs/screw_cpu \
-        --no-variants --sizes 320 --channels 100 0 --out bench/results/channels_screw.json
+        --no-variants --sizes 320 --channels 100 0 --out bench/results/channels_320.json
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, cha
         "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
         "seconds": time.perf_counter() - start,
     }
-    print(f"{data.category:8s} {name:38s} {data.image_size:4d} px {patches.channels:3d} ch  pixel {row['pixel_auroc']:.3f}  "
-          f"AUPRO {row['aupro']:.3f}  image (map max) {row['image_auroc_of_map_max']:.3f}  "
+    print(f"{data.category:8s} {name:38s} {data.image_size:4d} px {patches.channels:3d} ch  "
+          f"pixel {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}  image (map max) {row['image_auroc_of_map_max']:.3f}  "
           f"{row['seconds']:.0f} s", flush=True)
     return row
 
