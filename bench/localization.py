@@ -67,8 +67,8 @@ def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, cha
         "seconds": time.perf_counter() - start,
     }
     print(f"{data.category:8s} {name:38s} {data.image_size:4d} px {patches.channels:3d} ch  "
-          f"pixel {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}  image (map max) {row['image_auroc_of_map_max']:.3f}  "
-          f"{row['seconds']:.0f} s", flush=True)
+          f"pixel {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}  "
+          f"image (map max) {row['image_auroc_of_map_max']:.3f}  {row['seconds']:.0f} s", flush=True)
     return row
 
 
