@@ -76,6 +76,19 @@ def test_perlin_blend_is_beta_between_image_and_fill():
     assert ((beta >= low) & (beta <= high)).all()
 
 
+def test_perlin_blend_of_uint8_is_the_rounded_blend_with_beta_in_128ths():
+    images = torch.full((32, 3, SIZE, SIZE), 50, dtype=torch.uint8)
+    sources = torch.full((32, 3, SIZE, SIZE), 200, dtype=torch.uint8)
+    config = _perlin(perlin_fill_probs=(1.0, 0.0), **NO_JITTER)
+    out = DefectSynthesizer(config)(images, source_images=sources, generator=torch.Generator().manual_seed(3))
+    beta = out.params["perlin_beta"][:, None, None, None]
+    k = (beta * 128).round()
+    exact = torch.where(out.masks, ((128 - k) * 50 + k * 200 + 64) // 128, 50.0).expand_as(images)
+    assert torch.equal(out.images, exact.to(torch.uint8))  # integer arithmetic: exact
+    float_blend = torch.where(out.masks, 50 + 150 * beta, 50.0)
+    assert (out.images.float() - float_blend).abs().max() <= 1  # within a level of beta unrounded
+
+
 def test_shuffled_tiles_are_a_permutation_of_the_image():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     order = torch.stack([torch.arange(4).flip(0), torch.tensor([1, 0, 3, 2])])
@@ -94,6 +107,10 @@ def test_shuffled_tiles_leave_the_rows_and_columns_beyond_whole_tiles():
             r, c, sr, sc = 3 * (i // 3), 4 * (i % 3), 3 * (j // 3), 4 * (j % 3)
             assert torch.equal(out[b, :, r : r + 3, c : c + 4], images[b, :, sr : sr + 3, sc : sc + 4])
     assert torch.equal(out[..., 9:, :], images[..., 9:, :]) and torch.equal(out[..., 12:], images[..., 12:])
+    # Pixels move as whole words where sizes allow: a view starting mid-storage, or floats, move the same.
+    bigger = torch.cat([images[:1], images])
+    assert torch.equal(shuffle_tiles(bigger[1:], order), out)
+    assert torch.equal(shuffle_tiles(images.double(), order), out.double())
 
 
 @pytest.mark.parametrize("family_probs", [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.4, 0.3, 0.3)])
@@ -157,11 +174,29 @@ def test_poisson_samples_change_only_their_box():
     # Nothing changes farther from the patch centre than the box reaches.
     from ssad.synth.poisson import poisson_box
 
-    box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, SIZE, SIZE)
+    short, long = poisson_box(config.poisson_size, config.poisson_aspect, SIZE, SIZE)
     ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
-    centre = out.params["poisson_centre"]
-    far = ((xs - centre[:, 0, None, None]).abs() > box_w / 2 + 1) | ((ys - centre[:, 1, None, None]).abs() > box_h / 2 + 1)
+    centre, (width, height) = out.params["poisson_centre"], out.params["poisson_size"].unbind(1)
+    box_w, box_h = [torch.where(height > width, a, b)[:, None, None] for a, b in ((short, long), (long, short))]
+    far = ((xs - centre[:, 0, None, None]).abs() > box_w / 2 + 1) \
+        | ((ys - centre[:, 1, None, None]).abs() > box_h / 2 + 1)
     assert not (out.masks[:, 0] & far).any()
+
+
+@pytest.mark.parametrize("aspect", [(0.5, 0.55), (1.9, 2.0), (0.5, 2.0)])
+def test_poisson_boxes_hold_tall_and_wide_patches(aspect):
+    """A tall patch's box is the wide box turned: either way the whole rectangle is blended."""
+    images = torch.full((16, 3, SIZE, SIZE), 0.5)
+    sources = torch.rand(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))  # texture everywhere
+    config = SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 0.0, 1.0), poisson_size=(0.25, 0.3),
+                         poisson_aspect=aspect, **NO_JITTER)
+    out = DefectSynthesizer(config)(images, source_images=sources, generator=torch.Generator().manual_seed(2))
+    width, height = out.params["poisson_size"].unbind(1)
+    rows = out.masks.any(dim=3).sum(dim=(1, 2))  # rows and columns the defect reaches
+    cols = out.masks.any(dim=2).sum(dim=(1, 2))
+    assert (rows >= height.floor() - 1).all() and (cols >= width.floor() - 1).all()
+    if aspect != (0.5, 2.0):
+        assert ((height > width) == (aspect[1] < 1)).all()
 
 
 def test_families_replay_and_labels():

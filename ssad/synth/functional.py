@@ -11,7 +11,7 @@ from torch import Tensor
 from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
-from .poisson import poisson_blend, poisson_box
+from .poisson import largest_change, poisson_box, poisson_change
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
@@ -168,39 +168,42 @@ def _poisson(
     images like the input, and (B, 1, H, W) bool masks of the defect (empty for the others)."""
     batch, channels, height, width = images.shape
     size, centre, scale = params["poisson_size"], params["poisson_centre"], params["poisson_scale"]
-    box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
-    # The box: integer rows and columns around the patch centre (sampled to keep it inside).
-    top = (centre[:, 1] - box_h / 2).round().long().clamp(0, height - box_h)
-    left = (centre[:, 0] - box_w / 2).round().long().clamp(0, width - box_w)
-    rows = top[:, None] + torch.arange(box_h, device=images.device)  # (B, box_h)
-    cols = left[:, None] + torch.arange(box_w, device=images.device)
-    index = (rows[:, :, None] * width + cols[:, None, :]).reshape(batch, 1, -1).expand(-1, channels, -1)
-    scale_to = 255.0 if images.dtype == torch.uint8 else 1.0
+    short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
+    # The box: `short` x `long` pixels around the patch centre (sampled to keep it inside); a tall
+    # patch's box is transposed, its rows running down image columns.
+    tall = (size[:, 1] > size[:, 0])[:, None, None]
+    box_rows, box_cols = torch.where(tall, long, short), torch.where(tall, short, long)  # (B, 1, 1) on the image
+    top = (centre[:, 1, None, None] - box_rows / 2).round().long().clamp_min(0).minimum(height - box_rows)
+    left = (centre[:, 0, None, None] - box_cols / 2).round().long().clamp_min(0).minimum(width - box_cols)
+    i = torch.arange(short, device=images.device)[:, None]  # box row, box column
+    j = torch.arange(long, device=images.device)[None, :]
+    rows, cols = top + torch.where(tall, j, i), left + torch.where(tall, i, j)  # (B, short, long) image pixels
+    index = (rows * width + cols).reshape(batch, 1, -1).expand(-1, channels, -1)
     flat = images.reshape(batch, channels, -1)
-    boxes = flat.gather(2, index).reshape(batch, channels, box_h, box_w)
-    target = boxes.float() / scale_to
+    boxes = flat.gather(2, index).reshape(batch, channels, short, long)
 
     # Box pixel centres relative to the patch centre, in pixels; the patch samples the source there.
-    x = cols.float() + 0.5 - centre[:, :1]  # (B, box_w)
-    y = rows.float() + 0.5 - centre[:, 1:]
-    inside = ((x.abs() < size[:, :1] / 2)[:, None, :] & (y.abs() < size[:, 1:] / 2)[:, :, None])[:, None]
+    x = cols.float() + 0.5 - centre[:, 0, None, None]  # (B, short, long)
+    y = rows.float() + 0.5 - centre[:, 1, None, None]
+    # The samples not chosen get no rectangle: their change solves to exactly 0.
+    inside = (x.abs() < size[:, 0, None, None] / 2) & (y.abs() < size[:, 1, None, None] / 2) & chosen[:, None, None]
     source = params["poisson_source"]
-    gx = (source[:, None, None, 0] + x[:, None, :] / scale[:, None, None]) * (2 / width) - 1
-    gy = (source[:, None, None, 1] + y[:, :, None] / scale[:, None, None]) * (2 / height) - 1
-    grid = torch.stack(torch.broadcast_tensors(gx, gy), dim=-1)  # (B, box_h, box_w, 2)
+    gx = (source[:, None, None, 0] + x / scale[:, None, None]) * (2 / width) - 1
+    gy = (source[:, None, None, 1] + y / scale[:, None, None]) * (2 / height) - 1
+    grid = torch.stack((gx, gy), dim=-1)  # (B, short, long, 2)
+    # All in the images' units (0-255 for uint8): the blend is linear, no rescaling needed.
     patch = F.grid_sample(sources.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    blended, _ = poisson_blend(target, patch / scale_to, inside)
-    blended = blended.clamp(0, 1) * scale_to
+    blended = boxes.to(torch.float32, copy=True)  # a copy even for float32 boxes, kept to compare
+    blended[..., 1:-1, 1:-1] += poisson_change(blended, patch, inside[:, None])
+    top_value = 255.0 if images.dtype == torch.uint8 else 1.0
+    blended.clamp_(0, top_value)
     if images.dtype == torch.uint8:
-        blended = blended.round()
-    # Only in the box, not over the image: the samples not chosen keep their pixels.
-    blended = torch.where(chosen[:, None, None, None], blended.to(images.dtype), boxes)
+        blended.round_()
     # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
     # solve's smooth correction fades out over the whole box) and by at least one level.
-    change = (blended.float() - target * scale_to).abs().amax(dim=1, keepdim=True)
-    changed = change >= (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(scale_to / 255)
-    changed &= chosen[:, None, None, None]
-    out = flat.clone().scatter_(2, index, blended.reshape(batch, channels, -1))
+    change = largest_change(blended, boxes)
+    changed = change >= (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(top_value / 255)
+    out = flat.clone().scatter_(2, index, blended.to(images.dtype).reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(2, index[:, :1], changed.reshape(batch, 1, -1))
     return out.reshape(images.shape), masks.reshape(batch, 1, height, width)

@@ -169,14 +169,18 @@ def _family_params(
         out.update(perlin)
 
     if config.family_probs[2] > 0:
-        box_h, box_w = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
+        short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
         side = uniform(*config.poisson_size) * math.sqrt(height * width)
         aspect = _log_uniform_union((config.poisson_aspect,), batch, generator, device)
-        # The rectangle stays off the box's border, which the solve keeps fixed.
-        patch_w = (side * aspect.sqrt()).clamp(2, box_w - 2)
-        patch_h = (side / aspect.sqrt()).clamp(2, box_h - 2)
+        # The rectangle stays off the box's border, which the solve keeps fixed; a tall patch's
+        # box stands on its short side.
+        wide = aspect >= 1
+        patch_w = (side * aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, long - 2.0, short - 2.0))
+        patch_h = (side / aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, short - 2.0, long - 2.0))
+        tall = patch_h > patch_w  # as `ssad.synth.functional` tells the box's orientation
         scale = _log_uniform_union((config.poisson_scale,), batch, generator, device)
-        box = _rectangle_corners(torch.full_like(side, box_w - 1.0), torch.full_like(side, box_h - 1.0), 4)
+        box_w, box_h = torch.where(tall, short - 1.0, long - 1.0), torch.where(tall, long - 1.0, short - 1.0)
+        box = _rectangle_corners(box_w, box_h, 4)
         centre, _ = _sample_centres(box, height, width, object_masks, generator)
         source, _ = _sample_centres(_rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None,
                                     generator)

@@ -38,43 +38,48 @@ def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, w
     image centre (the lattice wraps, so a turned field has no seam)."""
     batch, side = gradients.shape[0], gradients.shape[-1]
     device = gradients.device
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5
-    y, x = torch.meshgrid(ys, xs, indexing="ij")  # (H, W), image centre at 0
+    ys = ((torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height - 0.5)[None, :, None]
+    xs = ((torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width - 0.5)[None, None, :]
     theta = torch.deg2rad(angle)[:, None, None]
     period = cells.float()[:, None, None]
-    u = (x * theta.cos() - y * theta.sin()) * period  # (B, H, W) lattice coordinates
-    v = (x * theta.sin() + y * theta.cos()) * period
+    cos, sin = theta.cos() * period, theta.sin() * period
+    # The turn is linear in x and y: each lattice coordinate is a column term plus a row term,
+    # so only the sum is a full (B, H, W) operation.
+    u, v = xs * cos - ys * sin, xs * sin + ys * cos
     u0, v0 = u.floor(), v.floor()
     fu, fv = u - u0, v - v0
-    # Lattice columns and rows of the four corners, wrapped into [0, cells).
-    u0, v0 = torch.remainder(u0, period), torch.remainder(v0, period)
-    u1, v1 = torch.where(u0 + 1 == period, 0.0, u0 + 1), torch.where(v0 + 1 == period, 0.0, v0 + 1)
-    flat = gradients.reshape(batch, side * side)
-    table_x, table_y = flat.cos(), flat.sin()  # per lattice point, not per pixel
+    # The lattice point of each pixel's top-left corner, wrapped into [0, cells), as an index
+    # into a (L + 1) x (L + 1) table that repeats row and column 0 of the sample's lattice at
+    # cells: the other three corners are then a fixed offset away, with no second wrap.
+    wide = side + 1
+    index = (torch.remainder(v0, period) * wide + torch.remainder(u0, period)).long().reshape(batch, -1)
+    wrap = torch.remainder(torch.arange(wide, device=device)[None, :], cells[:, None])  # (B, L + 1)
+    table = gradients.reshape(batch, -1).gather(1, (wrap[:, :, None] * side + wrap[:, None, :]).reshape(batch, -1))
+    table_x, table_y = table.cos(), table.sin()  # per lattice point, not per pixel
+    fu1, fv1 = fu - 1, fv - 1
 
-    def corner(cu: Tensor, cv: Tensor, du: int, dv: int) -> Tensor:
-        """Dot product of the corner's gradient with the offset to it."""
-        index = (cv * side + cu).long().reshape(batch, -1)
-        gx = table_x.gather(1, index).reshape(batch, height, width)
-        gy = table_y.gather(1, index).reshape(batch, height, width)
-        return gx * (fu - du) + gy * (fv - dv)
+    def corner(offset: int, du: Tensor, dv: Tensor) -> Tensor:
+        """Dot product of the corner's gradient with the offset to it (the tables read from
+        ``offset`` on, so the index needs no addition)."""
+        gx = table_x[:, offset:].gather(1, index).reshape(batch, height, width)
+        return gx.mul_(du).addcmul_(table_y[:, offset:].gather(1, index).reshape(batch, height, width), dv)
 
     wu, wv = _fade(fu), _fade(fv)
-    top = torch.lerp(corner(u0, v0, 0, 0), corner(u1, v0, 1, 0), wu)
-    bottom = torch.lerp(corner(u0, v1, 0, 1), corner(u1, v1, 1, 1), wu)
-    return torch.lerp(top, bottom, wv)
+    top = corner(0, fu, fv).lerp_(corner(1, fu1, fv), wu)
+    bottom = corner(wide, fu, fv1).lerp_(corner(wide + 1, fu1, fv1), wu)
+    return top.lerp_(bottom, wv)
 
 
 def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: float,
                  object_masks: Tensor | None = None) -> Tensor:
     """(B, 1, H, W) bool defect masks of the Perlin ``params``, inside ``object_masks`` (B or 1,
-    1, H, W) bool (everywhere when None or when a sample's object mask is empty). A mask its
-    threshold leaves smaller than ``min_area`` of the object is redrawn at the lowered threshold
-    that keeps about that share of the object's pixels (those of highest noise): none is empty.
+    1, H, W) bool (everywhere when None or when a sample's object mask is empty). A threshold
+    that would keep less than ``min_area`` of the object is lowered to keep about that share of
+    it (the pixels of highest noise), and no mask is empty.
 
     The noise is smooth at the scale of a lattice cell: it is evaluated on a grid of 4 points per
     cell of the finest lattice (or the image, if smaller) and resized to the image, bilinearly.
+    The share a threshold keeps is counted on that grid, where it costs a sixteenth.
     """
     gradients, cells = params["perlin_gradients"], params["perlin_cells"]
     batch, side = gradients.shape[0], gradients.shape[-1]
@@ -83,25 +88,26 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     combine = params["perlin_combine"][:, None, None]
     coarse = torch.where(combine == 1, torch.maximum(*fields),
                          torch.where(combine == 2, torch.minimum(*fields), fields[0]))[:, None]
-    noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False) \
-        if (grid_h, grid_w) != (height, width) else coarse
 
     inside = torch.ones(1, 1, height, width, dtype=torch.bool, device=gradients.device)
     if object_masks is not None:
         inside = object_masks | ~object_masks.flatten(1).any(dim=1)[:, None, None, None]  # empty: anywhere
-    # The lowered threshold, from the coarse grid: its keep-th largest value inside the object.
+    # The lowest threshold allowed to stand: the keep-th highest noise value inside the object.
     coarse_inside = F.interpolate(inside.float(), size=(grid_h, grid_w), mode="nearest") > 0.5
-    coarse_inside, inside = coarse_inside.expand(batch, -1, -1, -1), inside.expand(batch, -1, -1, -1)
-    ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).sort(dim=1, descending=True).values
-    keep = (coarse_inside.flatten(1).count_nonzero(dim=1) * min_area).ceil().long().clamp_min(1)
-    lowered = ranked.gather(1, keep[:, None] - 1)[:, :, None, None]
-    threshold = params["perlin_threshold"][:, None, None, None]
-    above = ((noise > threshold) & inside).flatten(1).count_nonzero(dim=1)
-    too_small = above < keep * (height * width) / (grid_h * grid_w)
-    masks = (noise >= torch.where(too_small[:, None, None, None], lowered, threshold)) & inside
+    coarse_inside = coarse_inside.expand(batch, -1, -1, -1)
+    # No sample keeps more than most_kept grid points, so the highest values are all it needs.
+    most_kept = max(1, math.ceil(grid_h * grid_w * min_area))
+    ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).topk(most_kept, dim=1).values
+    keep = (coarse_inside.flatten(1).count_nonzero(dim=1) * min_area).ceil().long().clamp(1, most_kept)
+    threshold = torch.minimum(params["perlin_threshold"][:, None], ranked.gather(1, keep[:, None] - 1))  # (B, 1)
+
+    noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False) \
+        if (grid_h, grid_w) != (height, width) else coarse
     # However the resizing fell, the object's noisiest pixel is always part of the defect.
-    peak = noise.masked_fill(~inside, -math.inf).amax(dim=(2, 3), keepdim=True)
-    return masks | (inside & (noise == peak))
+    # (An added 0 / -inf penalty: a single pass, where masked_fill would clone the field first.)
+    outside = torch.zeros(inside.shape, device=noise.device).masked_fill_(~inside, -math.inf)
+    peak = (noise + outside).amax(dim=(2, 3))
+    return (noise >= torch.minimum(threshold, peak)[:, :, None, None]) & inside
 
 
 def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
@@ -111,14 +117,21 @@ def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
     batch, channels, height, width = images.shape
     grid = math.isqrt(order.shape[1])
     th, tw = height // grid, width // grid
-    # Whole tiles as rows of one (B, G*G, C*th*tw) table: the shuffle is one gather of whole
-    # rows, memory-bound, instead of an index per pixel.
-    tiles = (images[..., : grid * th, : grid * tw].reshape(batch, channels, grid, th, grid, tw)
-             .permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, -1))
-    picked = tiles[torch.arange(batch, device=images.device)[:, None], order]
-    out = images.clone()
-    out[..., : grid * th, : grid * tw] = (picked.reshape(batch, grid, grid, channels, th, tw)
-                                          .permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, grid * th, grid * tw))
+    images = images.contiguous()
+    out = images.clone() if (grid * th, grid * tw) != (height, width) else torch.empty_like(images)
+    # Move whole words, not single bytes: a tile row of uint8 pixels is read as int64 words where
+    # the sizes allow, which makes the gather several times faster on the CPU.
+    unit = _word_size(images.element_size() * math.gcd(tw, width, images.storage_offset()))
+    words = tw * images.element_size() // unit
+
+    def tiles(x: Tensor) -> Tensor:  # (B, C, G, th, G, tw') view of the whole tiles
+        whole = x[..., : grid * th, : grid * tw].view(_WORDS[unit])
+        return whole.unflatten(3, (grid, words)).unflatten(2, (grid, th))
+
+    source = order.view(batch, grid, grid)
+    picked = tiles(images)[torch.arange(batch, device=images.device)[:, None, None], :,
+                           source // grid, :, source % grid, :]  # (B, G, G, C, th, tw')
+    tiles(out).copy_(picked.permute(0, 3, 1, 4, 2, 5))
     return out
 
 
@@ -126,23 +139,47 @@ def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
                  source_images: Tensor | None = None) -> Tensor:
     """Blend ``images`` (B, C, H, W) uint8 or float in [0, 1] with their fill inside ``masks``
     (B, 1, H, W) bool: ``beta * fill + (1 - beta) * image``. The fill is ``source_images`` (the
-    next image of the batch when None) or the image with shuffled tiles, per ``perlin_fill``."""
+    next image of the batch when None) or the image with shuffled tiles, per ``perlin_fill``.
+
+    uint8 images blend in 16-bit integers with beta rounded to a multiple of 1/128 (within one
+    level of the float blend, rounded half up): a quarter of the memory traffic of floats.
+    """
     other = images.roll(1, dims=0) if source_images is None else source_images
     shuffled = shuffle_tiles(images, params["perlin_tiles"])
-    fill_mode = params["perlin_fill"][:, None, None, None]
-    beta = params["perlin_beta"][:, None, None, None].float()
+    from_other = (params["perlin_fill"] == 0)[:, None, None, None]
+    beta = params["perlin_beta"][:, None, None, None]
+    masks = masks.expand(len(images), -1, -1, -1)
     out = torch.empty_like(images)
-    # A fixed number of slices of the batch (not a loop over samples): the float temporaries
-    # stay small enough for the allocator to reuse, which on the CPU saves more page faults than
-    # the arithmetic costs.
-    parts = (images, other, shuffled, fill_mode, beta, masks.expand(len(images), -1, -1, -1), out)
-    for image, other_image, tiles, mode, weight, mask, into in zip(*(t.tensor_split(_SLICES) for t in parts)):
-        blended = torch.lerp(image.float(), torch.where(mode == 0, other_image, tiles).float(), weight)
+    # A fixed number of slices of the batch (not a loop over samples): the temporaries stay
+    # small enough for the allocator to reuse, which on the CPU saves more page faults than the
+    # arithmetic costs.
+    parts = (images, other, shuffled, from_other, beta, masks, out)
+    for image, other_image, tiles, pick, weight, mask, into in zip(*(t.tensor_split(_SLICES) for t in parts)):
         if images.dtype == torch.uint8:
-            blended.round_().clamp_(0, 255)
-        torch.where(mask, blended.to(images.dtype), image, out=into)
+            # The fill, selected without torch.where (slow on the CPU): tiles + (other - tiles)
+            # * pick wraps around modulo 256 to exactly one of the two.
+            fill = other_image.sub(tiles).mul_(pick.to(torch.uint8)).add_(tiles)
+            # round((128 - k) * image + k * fill) / 128), with beta = k / 128 and k = 0 outside
+            # the mask: at most 255 * 128 + 64, which fits in int16.
+            k = mask * (weight * 128).round().to(torch.int16)
+            mixed = image.to(torch.int16).mul_(128 - k).addcmul_(fill.to(torch.int16), k)
+            into.copy_(mixed.add_(64).bitwise_right_shift_(7))
+        else:
+            # lerp is exact at weights 0 and 1: the fill's pick and the unmasked pixels.
+            fill = torch.lerp(tiles, other_image, pick.to(images.dtype))
+            torch.lerp(image, fill, mask * weight.to(images.dtype), out=into)
     return out
 
 
+#: Integer dtypes of 1, 2, 4 and 8 bytes, to move pixels as whole words.
+_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _word_size(nbytes: int) -> int:
+    """The largest word (8, 4, 2 or 1 bytes) that divides ``nbytes``."""
+    return next(unit for unit in (8, 4, 2, 1) if nbytes % unit == 0)
+
+
 def _fade(t: Tensor) -> Tensor:
-    return t * t * t * (t * (t * 6 - 15) + 10)
+    """The quintic 6t^5 - 15t^4 + 10t^3, with two temporaries instead of seven."""
+    return (t * 6).sub_(15).mul_(t).add_(10).mul_(t * t * t)

@@ -1,7 +1,9 @@
 """The Poisson-blended patch family (NSA style), batched: a patch of another image, resampled,
 pasted at a place inside the object and blended in the gradient domain, so no seam gives it away.
 
-Every sample works in a compositing box of one fixed size (`poisson_box`) centred on its patch.
+Every sample works in a compositing box of one fixed size (`poisson_box`) centred on its patch,
+its long side along the patch's (a tall patch's box is a wide one's transpose: the solve does
+not care, and no box needs the longest side twice).
 Inside the box the blended image ``f`` keeps the patch's gradients inside the patch rectangle and
 the image's own gradients elsewhere, and equals the image on the box's border: the discrete
 Poisson equation with Dirichlet boundary. For the difference ``d = f - image`` it reads
@@ -18,19 +20,23 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["poisson_box", "poisson_solve", "poisson_blend"]
+__all__ = ["poisson_box", "poisson_solve", "poisson_blend", "poisson_change", "largest_change"]
 
 
 def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: int, width: int) -> tuple[int, int]:
-    """(rows, cols) of the compositing box: the largest patch of ``size`` (fractions of the
-    image side) and ``aspect`` (width / height) with a margin of a quarter of its side on every
-    side (the seam's correction spreads there), and at most the image."""
+    """(short, long) sides of the compositing box: the largest patch of ``size`` (fractions of
+    the image side) and ``aspect`` (width / height), its long side along the box's long side, with
+    a margin of a quarter of its side on every side (the seam's correction spreads there), and at
+    most the image's shorter side. A wide patch's box has ``short`` rows, a tall one's ``short``
+    columns: turning tall boxes spares the solve the square of the longest side."""
     side = size[1] * math.sqrt(height * width)
-    patch_h, patch_w = side / math.sqrt(aspect[0]), side * math.sqrt(aspect[1])
-    return min(height, math.ceil(patch_h * 1.5) + 2), min(width, math.ceil(patch_w * 1.5) + 2)
+    elongation = [max(a, 1 / a) for a in aspect]  # long side / short side, at the interval's ends
+    least = 1.0 if aspect[0] <= 1 <= aspect[1] else min(elongation)
+    long_side, short_side = side * math.sqrt(max(elongation)), side / math.sqrt(least)
+    longest = min(height, width, math.ceil(long_side * 1.5) + 2)
+    return min(longest, math.ceil(short_side * 1.5) + 2), longest
 
 
 def poisson_solve(rhs: Tensor) -> Tensor:
@@ -41,33 +47,47 @@ def poisson_solve(rhs: Tensor) -> Tensor:
     j = torch.arange(1, n + 1, device=rhs.device, dtype=rhs.dtype)
     k = torch.arange(1, m + 1, device=rhs.device, dtype=rhs.dtype)
     eigen = 4 - 2 * torch.cos(math.pi * j / (n + 1))[:, None] - 2 * torch.cos(math.pi * k / (m + 1))[None, :]
-    spectrum = rows @ rhs @ cols / eigen
-    return (rows @ spectrum @ cols) * (4 / ((n + 1) * (m + 1)))
+    # The basis squares to (n + 1) (m + 1) / 4 times the identity: that factor joins the eigenvalues.
+    spectrum = (rows @ rhs @ cols).div_(eigen * ((n + 1) * (m + 1) / 4))
+    return rows @ spectrum @ cols
 
 
 def poisson_blend(target: Tensor, patch: Tensor, inside: Tensor) -> tuple[Tensor, Tensor]:
     """Blend ``patch`` into ``target`` in the gradient domain.
 
     Args: target, patch (B, C, h, w) float: the compositing boxes of the image and of the
-    resampled patch; inside (B, 1, h, w) bool: the patch rectangle, off the box's border.
+    resampled patch; inside (B, 1, h, w) bool: where the patch's gradients replace the target's
+    (e.g. the patch rectangle), off the box's border.
 
     Returns the blended boxes (B, C, h, w) float (not clamped) and the soft mask (B, 1, h, w) in
     [0, 1]: how much each pixel changed, relative to the sample's largest change.
     """
+    blended = target.clone()
+    blended[..., 1:-1, 1:-1] += poisson_change(target, patch, inside)
+    change = largest_change(blended, target)
+    return blended, change / change.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+
+
+def poisson_change(target: Tensor, patch: Tensor, inside: Tensor) -> Tensor:
+    """(B, C, h - 2, w - 2): what `poisson_blend` adds to the box's interior (its border stays)."""
     inside = inside.to(target.dtype)
-    e = (patch - target) * inside
-    rhs = torch.zeros_like(e)
-    for dim in (2, 3):  # every edge p-q with both ends inside the rectangle, in both directions
-        both = inside.narrow(dim, 1, inside.shape[dim] - 1) * inside.narrow(dim, 0, inside.shape[dim] - 1)
-        step = (e.narrow(dim, 1, e.shape[dim] - 1) - e.narrow(dim, 0, e.shape[dim] - 1)) * both
-        rhs.narrow(dim, 1, rhs.shape[dim] - 1).add_(step)
-        rhs.narrow(dim, 0, rhs.shape[dim] - 1).sub_(step)
-    batch, channels, h, w = e.shape
-    d = F.pad(poisson_solve(rhs[:, :, 1:-1, 1:-1].reshape(batch * channels, h - 2, w - 2)), (1, 1, 1, 1))
-    d = d.reshape(batch, channels, h, w)
-    change = d.abs().amax(dim=1, keepdim=True)
-    soft = change / change.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
-    return target + d, soft
+    e = (patch - target).mul_(inside)
+    # rhs_p = sum over the neighbours q of p with p and q inside of (e_p - e_q). e is 0 outside,
+    # so inside it is (p's neighbours inside) * e_p - (e summed over all 4 neighbours).
+    centre = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+
+    def neighbours(x: Tensor) -> Tensor:
+        return x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:]
+
+    rhs = neighbours(e).neg_().addcmul_(neighbours(inside), e[centre]).mul_(inside[centre])
+    batch, channels, h, w = rhs.shape
+    return poisson_solve(rhs.reshape(batch * channels, h, w)).reshape(batch, channels, h, w)
+
+
+def largest_change(blended: Tensor, target: Tensor) -> Tensor:
+    """(B, 1, h, w) the largest absolute change over the channels, in one pass (no abs)."""
+    low, high = torch.aminmax(blended - target, dim=1, keepdim=True)
+    return torch.maximum(high, low.neg_())
 
 
 def _sine_basis(n: int, like: Tensor) -> Tensor:
