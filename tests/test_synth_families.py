@@ -42,6 +42,30 @@ def test_perlin_noise_is_per_sample_and_bounded():
     assert (roughness[1:] > roughness[:-1]).all()
 
 
+def test_perlin_noise_equals_the_textbook_formula():
+    """Against Perlin's definition, written directly: each corner's gradient looked up with the
+    lattice wrapped by a modulo, the four dot products faded together."""
+    g = torch.Generator().manual_seed(1)
+    gradients = torch.rand(5, 16, 16, generator=g, dtype=torch.float64) * 6.283
+    cells, angle = torch.tensor([1, 2, 4, 8, 16]), torch.tensor([0.0, 30.0, 95.0, 181.0, 333.0])
+    noise = perlin_noise(gradients.float(), cells, angle, 24, 20)
+    y, x = torch.meshgrid((torch.arange(24, dtype=torch.float64) + 0.5) / 24 - 0.5,
+                          (torch.arange(20, dtype=torch.float64) + 0.5) / 20 - 0.5, indexing="ij")
+    for b in range(5):
+        t, c = torch.deg2rad(angle[b].double()), int(cells[b])
+        u, v = (x * t.cos() - y * t.sin()) * c, (x * t.sin() + y * t.cos()) * c
+        fu, fv = u - u.floor(), v - v.floor()
+
+        def dot(du: int, dv: int) -> torch.Tensor:
+            a = gradients[b, ((v.floor() + dv) % c).long(), ((u.floor() + du) % c).long()]
+            return a.cos() * (fu - du) + a.sin() * (fv - dv)
+
+        fade = lambda s: 6 * s**5 - 15 * s**4 + 10 * s**3  # noqa: E731
+        top = dot(0, 0) + fade(fu) * (dot(1, 0) - dot(0, 0))
+        bottom = dot(0, 1) + fade(fu) * (dot(1, 1) - dot(0, 1))
+        torch.testing.assert_close(noise[b].double(), top + fade(fv) * (bottom - top), rtol=0, atol=1e-5)
+
+
 def test_perlin_mask_area_follows_the_threshold_and_stays_in_the_object():
     object_masks = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool)
     object_masks[..., 8:56, 16:48] = True

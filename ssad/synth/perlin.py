@@ -44,16 +44,17 @@ def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, w
     period = cells.float()[:, None, None]
     cos, sin = theta.cos() * period, theta.sin() * period
     # The turn is linear in x and y: each lattice coordinate is a column term plus a row term,
-    # so only the sum is a full (B, H, W) operation.
-    u, v = xs * cos - ys * sin, xs * sin + ys * cos
+    # so only the sum is a full (B, H, W) operation. Shifted by `cells`, the coordinates lie in
+    # [0.29, 1.71] cells (|x|, |y| < 1/2): never negative, never past 2 cells.
+    u, v = (xs * cos + period) - ys * sin, (xs * sin + period) + ys * cos
     u0, v0 = u.floor(), v.floor()
     fu, fv = u - u0, v - v0
-    # The lattice point of each pixel's top-left corner, wrapped into [0, cells), as an index
-    # into a (L + 1) x (L + 1) table that repeats row and column 0 of the sample's lattice at
-    # cells: the other three corners are then a fixed offset away, with no second wrap.
-    wide = side + 1
-    index = (torch.remainder(v0, period) * wide + torch.remainder(u0, period)).long().reshape(batch, -1)
-    wrap = torch.remainder(torch.arange(wide, device=device)[None, :], cells[:, None])  # (B, L + 1)
+    # Each pixel's top-left lattice corner as an index into a (2L + 1)-wide table of the sample's
+    # lattice repeated over [0, 2 cells]: the other three corners are a fixed offset away, and
+    # no pixel needs wrapping.
+    wide = 2 * side + 1
+    index = v0.mul_(wide).add_(u0).long().reshape(batch, -1)
+    wrap = torch.remainder(torch.arange(wide, device=device)[None, :], cells[:, None])  # (B, 2L + 1)
     table = gradients.reshape(batch, -1).gather(1, (wrap[:, :, None] * side + wrap[:, None, :]).reshape(batch, -1))
     table_x, table_y = table.cos(), table.sin()  # per lattice point, not per pixel
     fu1, fv1 = fu - 1, fv - 1
