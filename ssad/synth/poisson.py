@@ -74,12 +74,10 @@ def poisson_change(target: Tensor, patch: Tensor, inside: Tensor) -> Tensor:
     e = (patch - target).mul_(inside)
     # rhs_p = sum over the neighbours q of p with p and q inside of (e_p - e_q). e is 0 outside,
     # so inside it is (p's neighbours inside) * e_p - (e summed over all 4 neighbours).
-    centre = (slice(None), slice(None), slice(1, -1), slice(1, -1))
-
-    def neighbours(x: Tensor) -> Tensor:
+    def neighbours(x: Tensor) -> Tensor:  # the sum of the 4 neighbours of each interior pixel
         return x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:]
 
-    rhs = neighbours(e).neg_().addcmul_(neighbours(inside), e[centre]).mul_(inside[centre])
+    rhs = neighbours(e).neg_().addcmul_(neighbours(inside), e[..., 1:-1, 1:-1]).mul_(inside[..., 1:-1, 1:-1])
     batch, channels, h, w = rhs.shape
     return poisson_solve(rhs.reshape(batch * channels, h, w)).reshape(batch, channels, h, w)
 
