@@ -12,11 +12,10 @@ from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
 from .poisson import largest_change, poisson_box, poisson_change
+from .slices import batch_slices
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
-
-_COLOUR_SLICES = 8
 
 
 class WorkingColour(NamedTuple):
@@ -99,14 +98,12 @@ def _cut_paste(
     def jitter(pixels: Tensor) -> Tensor:
         """(B, C, n) pixels -> colour-jittered, in the images' dtype (uint8 rounds).
 
-        Runs over the batch in a fixed number of slices: the float temporaries stay a fraction
-        of the batch, which on the CPU keeps them in the allocator's reused memory (a fresh
-        50 MB block costs more in page faults than the arithmetic), whatever B is.
+        Runs over the batch in slices (`ssad.synth.slices`): the float temporaries stay small.
         """
         if config.brightness == config.contrast == config.hue == 0:  # the identity: skip the float round trip
             return pixels.clone()
         result = torch.empty(pixels.shape, dtype=images.dtype, device=pixels.device)
-        for part, m, b, into in zip(*(t.tensor_split(_COLOUR_SLICES) for t in (pixels, matrix, bias, result))):
+        for part, m, b, into in batch_slices(pixels, matrix, bias, result):
             if into.dtype == work_dtype:  # float images: straight into the result
                 apply_colour(part, m, b, out=into).clamp_(colour.low, colour.high)
             else:  # uint8 (or half) images: a float slice, rounded into the result
@@ -167,46 +164,81 @@ def _poisson(
     """The ``chosen`` (B,) bool samples with their Poisson patch blended in (`ssad.synth.poisson`):
     images like the input, and (B, 1, H, W) bool masks of the defect (empty for the others)."""
     batch, channels, height, width = images.shape
-    size, centre, scale = params["poisson_size"], params["poisson_centre"], params["poisson_scale"]
     short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
-    # The box: `short` x `long` pixels around the patch centre (sampled to keep it inside); a tall
-    # patch's box is transposed, its rows running down image columns.
-    tall = (size[:, 1] > size[:, 0])[:, None, None]
-    box_rows, box_cols = torch.where(tall, long, short), torch.where(tall, short, long)  # (B, 1, 1) on the image
-    top = (centre[:, 1, None, None] - box_rows / 2).round().long().clamp_min(0).minimum(height - box_rows)
-    left = (centre[:, 0, None, None] - box_cols / 2).round().long().clamp_min(0).minimum(width - box_cols)
-    i = torch.arange(short, device=images.device)[:, None]  # box row, box column
-    j = torch.arange(long, device=images.device)[None, :]
-    rows, cols = top + torch.where(tall, j, i), left + torch.where(tall, i, j)  # (B, short, long) image pixels
-    index = (rows * width + cols).reshape(batch, 1, -1).expand(-1, channels, -1)
+    pixels, inside, grid = _poisson_geometry(params, chosen, short, long, height, width)
+    where = pixels.reshape(batch, 1, -1).expand(-1, channels, -1)
     flat = images.reshape(batch, channels, -1)
-    boxes = flat.gather(2, index).reshape(batch, channels, short, long)
+    boxes = flat.gather(2, where).reshape(batch, channels, short, long)
+    blended = torch.empty_like(boxes)
+    changed = torch.empty(batch, 1, short, long, dtype=torch.bool, device=images.device)
+    for part in batch_slices(boxes, sources, grid, inside, blended, changed):
+        _poisson_boxes(*part)
+    out = flat.clone().scatter_(2, where, blended.reshape(batch, channels, -1))
+    masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
+    masks.scatter_(2, where[:, :1], changed.reshape(batch, 1, -1))
+    return out.reshape(images.shape), masks.reshape(batch, 1, height, width)
 
-    # Box pixel centres relative to the patch centre, in pixels; the patch samples the source there.
-    x = cols.float() + 0.5 - centre[:, 0, None, None]  # (B, short, long)
-    y = rows.float() + 0.5 - centre[:, 1, None, None]
-    # The samples not chosen get no rectangle: their change solves to exactly 0.
-    inside = (x.abs() < size[:, 0, None, None] / 2) & (y.abs() < size[:, 1, None, None] / 2) & chosen[:, None, None]
-    source = params["poisson_source"]
-    gx = (source[:, None, None, 0] + x / scale[:, None, None]) * (2 / width) - 1
-    gy = (source[:, None, None, 1] + y / scale[:, None, None]) * (2 / height) - 1
-    grid = torch.stack((gx, gy), dim=-1)  # (B, short, long, 2)
-    # All in the images' units (0-255 for uint8): the blend is linear, no rescaling needed.
+
+def _poisson_geometry(
+    params: dict[str, Tensor], chosen: Tensor, short: int, long: int, height: int, width: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where each sample's ``short`` x ``long`` box lies and what it samples: the flat image
+    index (B, short, long) int64 of every box pixel, the patch rectangle (B, 1, short, long) bool
+    (empty where not ``chosen``) and the grid (B, short, long, 2) of `F.grid_sample` into the source.
+
+    A wide patch's box lies as the image, a tall one's is turned: its rows (``i``) run along image
+    x, its columns (``j``) along y. Either way each quantity is a box row's term and a box
+    column's term, so only their sums are full-size operations.
+    """
+    size, centre = params["poisson_size"], params["poisson_centre"]
+    source, scale = params["poisson_source"], params["poisson_scale"][:, None]
+    tall = size[:, 1] > size[:, 0]
+    # The box's first pixel on each image axis (x, y), around the centre and inside the image.
+    extent = torch.stack((torch.where(tall, short, long), torch.where(tall, long, short)), dim=1)  # (B, 2)
+    first = torch.stack([(centre[:, a] - extent[:, a] / 2).round().long().clamp_min(0).minimum(limit - extent[:, a])
+                         for a, limit in ((0, width), (1, height))], dim=1)
+
+    def along(axis: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+        """For a box side of ``count`` pixels along image ``axis`` (B,) (0: x, 1: y): each
+        pixel's image coordinate (B, count), whether its centre is inside the patch, and the
+        normalised coordinate where the patch samples the source there."""
+        on = lambda t: t.gather(1, axis[:, None])  # noqa: E731  (B, 2) -> the axis' (B, 1)
+        pixel = on(first) + torch.arange(count, device=first.device)
+        offset = pixel + 0.5 - on(centre)
+        side = torch.where(axis == 0, width, height)[:, None]
+        return pixel, offset.abs() < on(size) / 2, (on(source) + offset / scale) * (2 / side) - 1
+
+    pixel_i, inside_i, at_i = along((~tall).long(), short)  # rows: along y, or x if tall
+    pixel_j, inside_j, at_j = along(tall.long(), long)
+    stride_i, stride_j = torch.where(tall, 1, width)[:, None], torch.where(tall, width, 1)[:, None]
+    pixels = (pixel_i * stride_i)[:, :, None] + (pixel_j * stride_j)[:, None, :]
+    inside = (inside_i[:, :, None] & inside_j[:, None, :] & chosen[:, None, None])[:, None]
+    # grid_sample's x is the columns' coordinate for a wide sample, the rows' for a tall one
+    # (selected by multiplying with 0 and 1, which is exact).
+    turned = tall.float()[:, None, None]
+    x = at_j[:, None, :] * (1 - turned) + at_i[:, :, None] * turned
+    y = at_i[:, :, None] * (1 - turned) + at_j[:, None, :] * turned
+    return pixels, inside, torch.stack((x, y), dim=-1)
+
+
+def _poisson_boxes(
+    boxes: Tensor, sources: Tensor, grid: Tensor, inside: Tensor, into: Tensor, changed: Tensor
+) -> None:
+    """Blend one slice of the batch: the patches sampled from ``sources`` (b, C, H, W) at
+    ``grid`` into ``boxes`` (b, C, h, w) inside ``inside`` (b, 1, h, w); the result goes to
+    ``into`` (like boxes) and the defect mask to ``changed`` (b, 1, h, w) bool."""
+    # In the images' units (0-255 for uint8): the blend is linear, no rescaling needed.
     patch = F.grid_sample(sources.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    blended = boxes.to(torch.float32, copy=True)  # a copy even for float32 boxes, kept to compare
-    blended[..., 1:-1, 1:-1] += poisson_change(blended, patch, inside[:, None])
-    top_value = 255.0 if images.dtype == torch.uint8 else 1.0
-    blended.clamp_(0, top_value)
-    if images.dtype == torch.uint8:
-        blended.round_()
+    # uint8 works in [0.5, 255.5], so that the cast (which truncates) rounds; the offset changes
+    # nothing in the solve. A copy even for float32 boxes, which stay to compare.
+    uint8 = boxes.dtype == torch.uint8
+    blended = torch.add(boxes, 0.5) if uint8 else boxes.to(torch.float32, copy=True)
+    blended[..., 1:-1, 1:-1] += poisson_change(blended, patch, inside)
+    into.copy_(blended.clamp_(0.5, 255.5) if uint8 else blended.clamp_(0, 1))
     # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
     # solve's smooth correction fades out over the whole box) and by at least one level.
-    change = largest_change(blended, boxes)
-    changed = change >= (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(top_value / 255)
-    out = flat.clone().scatter_(2, index, blended.to(images.dtype).reshape(batch, channels, -1))
-    masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
-    masks.scatter_(2, index[:, :1], changed.reshape(batch, 1, -1))
-    return out.reshape(images.shape), masks.reshape(batch, 1, height, width)
+    change = largest_change(into.to(torch.int16), boxes) if uint8 else largest_change(into, boxes)
+    torch.ge(change, (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(1 if uint8 else 1 / 255), out=changed)
 
 
 def _use_fused(images: Tensor, config: SynthConfig) -> bool:

@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .slices import batch_slices
+
 __all__ = ["perlin_noise", "perlin_masks", "blend_perlin", "shuffle_tiles", "PERLIN_FILLS"]
 
 #: Fill sources, in the order of ``SynthConfig.perlin_fill_probs`` and of ``params["perlin_fill"]``.
 PERLIN_FILLS = ("other_image", "shuffled_tiles")
-
-#: `blend_perlin` works through the batch in this many slices (see there).
-_SLICES = 8
 
 
 def perlin_noise(gradients: Tensor, cells: Tensor, angle: Tensor, height: int, width: int) -> Tensor:
@@ -151,11 +150,8 @@ def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
     beta = params["perlin_beta"][:, None, None, None]
     masks = masks.expand(len(images), -1, -1, -1)
     out = torch.empty_like(images)
-    # A fixed number of slices of the batch (not a loop over samples): the temporaries stay
-    # small enough for the allocator to reuse, which on the CPU saves more page faults than the
-    # arithmetic costs.
     parts = (images, other, shuffled, from_other, beta, masks, out)
-    for image, other_image, tiles, pick, weight, mask, into in zip(*(t.tensor_split(_SLICES) for t in parts)):
+    for image, other_image, tiles, pick, weight, mask, into in batch_slices(*parts):
         if images.dtype == torch.uint8:
             # The fill, selected without torch.where (slow on the CPU): tiles + (other - tiles)
             # * pick wraps around modulo 256 to exactly one of the two.

@@ -69,15 +69,18 @@ def poisson_blend(target: Tensor, patch: Tensor, inside: Tensor) -> tuple[Tensor
 
 
 def poisson_change(target: Tensor, patch: Tensor, inside: Tensor) -> Tensor:
-    """(B, C, h - 2, w - 2): what `poisson_blend` adds to the box's interior (its border stays)."""
+    """(B, C, h - 2, w - 2): what `poisson_blend` adds to the box's interior (its border stays).
+    A constant added to ``target`` or ``patch`` changes nothing (only gradients count)."""
     inside = inside.to(target.dtype)
     e = (patch - target).mul_(inside)
-    # rhs_p = sum over the neighbours q of p with p and q inside of (e_p - e_q). e is 0 outside,
-    # so inside it is (p's neighbours inside) * e_p - (e summed over all 4 neighbours).
-    def neighbours(x: Tensor) -> Tensor:  # the sum of the 4 neighbours of each interior pixel
-        return x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:]
 
-    rhs = neighbours(e).neg_().addcmul_(neighbours(inside), e[..., 1:-1, 1:-1]).mul_(inside[..., 1:-1, 1:-1])
+    # rhs_p = sum over the neighbours q of p with p and q inside of (e_p - e_q). e is 0 outside,
+    # so it is (p's neighbours inside) * e_p - (e summed over all 4 neighbours, if p is inside).
+    def neighbours(x: Tensor) -> Tensor:  # the sum of the 4 neighbours of each interior pixel
+        total = x[..., :-2, 1:-1] + x[..., 2:, 1:-1]
+        return total.add_(x[..., 1:-1, :-2]).add_(x[..., 1:-1, 2:])
+
+    rhs = neighbours(e).mul_(-inside[..., 1:-1, 1:-1]).addcmul_(neighbours(inside), e[..., 1:-1, 1:-1])
     batch, channels, h, w = rhs.shape
     return poisson_solve(rhs.reshape(batch * channels, h, w)).reshape(batch, channels, h, w)
 
