@@ -11,8 +11,10 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
   ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
   reference has none (the engine then skips its colour map).
 
-Median over ``--repeats`` of ``--batches`` batches each, after one warm-up batch. JSON to ``--out``
-(atomically) and a Markdown table to stdout.
+``--repeats`` rounds of ``--batches`` batches per side, the two sides taking turns (a shared CPU
+is noisy: both see the same spells), after one warm-up batch each; the medians of each side's
+rate and of the per-round speed-ups (with their range). JSON to ``--out`` (atomically) and a
+Markdown table to stdout.
 
     python bench/families.py --out bench/results/families_cpu.json
 """
@@ -133,15 +135,18 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
 # --- measurement ---------------------------------------------------------------------------------
 
 
-def _rate(run, count: int, batches: int, repeats: int) -> float:
-    run()  # warm-up
-    rates = []
+def _interleaved_rates(reference, batched, count: int, batches: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Images/s of each side, ``repeats`` times, the two sides taking turns so that both see the
+    same spells of a noisy machine (after one warm-up call each)."""
+    reference(), batched()
+    rates: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batches):
-            run()
-        rates.append(count * batches / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for run, into in ((reference, rates[0]), (batched, rates[1])):
+            start = time.perf_counter()
+            for _ in range(batches):
+                run()
+            into.append(count * batches / (time.perf_counter() - start))
+    return rates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--batches", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -166,21 +171,28 @@ def main(argv: list[str] | None = None) -> None:
             for family, probs in FAMILIES.items():
                 one = perlin_one if family == "perlin" else poisson_one
                 tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
-                reference = _rate(lambda: pool.map(one, tasks, chunksize=1), args.batch, args.batches, args.repeats)
                 synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
                                                       brightness=0.0, contrast=0.0, hue=0.0))
-                batched = _rate(lambda: synth(images, masks, generator=g), args.batch, args.batches, args.repeats)
-                rows.append({"family": family, "size": size, "batch": args.batch, "per_image_images_per_s": reference,
-                             "batched_images_per_s": batched, "speedup": batched / reference})
+                reference, batched = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
+                                                        lambda: synth(images, masks, generator=g),
+                                                        args.batch, args.batches, args.repeats)
+                rows.append({"family": family, "size": size, "batch": args.batch,
+                             "per_image_images_per_s": statistics.median(reference),
+                             "batched_images_per_s": statistics.median(batched),
+                             "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
+                             "speedup_range": [min(b / r for b, r in zip(batched, reference)),
+                                               max(b / r for b, r in zip(batched, reference))]})
                 print(rows[-1], flush=True)
 
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
            "machine": platform.machine(), "processor": platform.processor()}
     write_json(args.out, {"env": env, "rows": rows})
-    print("\n| family | size | per-image, 2 processes (img/s) | batched (img/s) | speed-up |\n|---|---:|---:|---:|---:|")
+    print("\n| family | size | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) |\n"
+          "|---|---:|---:|---:|---:|")
     for r in rows:
+        low, high = r["speedup_range"]
         print(f"| {r['family']} | {r['size']} | {r['per_image_images_per_s']:.0f} | {r['batched_images_per_s']:.0f} "
-              f"| {r['speedup']:.1f}x |")
+              f"| {r['speedup']:.1f}x ({low:.1f}-{high:.1f}) |")
 
 
 if __name__ == "__main__":

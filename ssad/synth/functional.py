@@ -213,12 +213,12 @@ def _poisson_geometry(
     stride_i, stride_j = torch.where(tall, 1, width)[:, None], torch.where(tall, width, 1)[:, None]
     pixels = (pixel_i * stride_i)[:, :, None] + (pixel_j * stride_j)[:, None, :]
     inside = (inside_i[:, :, None] & inside_j[:, None, :] & chosen[:, None, None])[:, None]
-    # grid_sample's x is the columns' coordinate for a wide sample, the rows' for a tall one
-    # (selected by multiplying with 0 and 1, which is exact).
-    turned = tall.float()[:, None, None]
-    x = at_j[:, None, :] * (1 - turned) + at_i[:, :, None] * turned
-    y = at_i[:, :, None] * (1 - turned) + at_j[:, None, :] * turned
-    return pixels, inside, torch.stack((x, y), dim=-1)
+    # grid_sample's (x, y) is (column term, row term) for a wide sample and (row, column) for a
+    # tall one: each term goes to its slot by a multiplication with 0 or 1 (exact), and one
+    # broadcast sum builds the grid.
+    turned = tall.float()[:, None, None, None]
+    slots = torch.cat((1 - turned, turned), dim=-1)  # (B, 1, 1, 2): the column term's weights for x, y
+    return pixels, inside, at_j[:, None, :, None] * slots + at_i[:, :, None, None] * slots.flip(-1)
 
 
 def _poisson_boxes(
