@@ -83,6 +83,22 @@ def test_perlin_mask_area_follows_the_threshold_and_stays_in_the_object():
     assert 0.3 < areas[0] < 0.7  # noise is symmetric about 0: a threshold of 0 keeps about half
 
 
+def test_perlin_masks_are_never_empty_even_at_the_highest_threshold():
+    """A threshold at the object's noisiest grid point can leave the resized field below it
+    everywhere; that mask still gets a pixel, inside the object (here a disk on a 100 px image,
+    whose noise grid of 64 points does not divide it)."""
+    from ssad.synth.perlin import perlin_masks
+
+    ys, xs = torch.meshgrid(torch.arange(100.0), torch.arange(100.0), indexing="ij")
+    disk = (((ys - 60) ** 2 + (xs - 40) ** 2) < 30**2)[None, None]
+    config = _perlin(perlin_threshold=(0.9, 1.0))  # above the noise's range: the lowered threshold decides
+    p = sample_params((64, 3, 100, 100), config, object_masks=disk, generator=torch.Generator().manual_seed(4))
+    masks = perlin_masks(p, 100, 100, min_area=1e-6, object_masks=disk)  # keeps 1 grid point
+    area = masks.sum(dim=(1, 2, 3))
+    assert (area > 0).all() and not (masks & ~disk).any()
+    assert area.float().median() < 10  # about the one grid point's pixels
+
+
 def test_perlin_with_an_empty_object_mask_goes_anywhere():
     p = sample_params((8, 3, SIZE, SIZE), _perlin(), object_masks=torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool),
                       generator=torch.Generator().manual_seed(0))

@@ -97,17 +97,20 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     coarse_inside = coarse_inside.expand(batch, -1, -1, -1)
     # No sample keeps more than most_kept grid points, so the highest values are all it needs.
     most_kept = max(1, math.ceil(grid_h * grid_w * min_area))
-    ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).topk(most_kept, dim=1).values
+    ranked = coarse.masked_fill(~coarse_inside, -math.inf).flatten(1).topk(most_kept, dim=1)
     keep = (coarse_inside.flatten(1).count_nonzero(dim=1) * min_area).ceil().long().clamp(1, most_kept)
-    threshold = torch.minimum(params["perlin_threshold"][:, None], ranked.gather(1, keep[:, None] - 1))  # (B, 1)
+    threshold = torch.minimum(params["perlin_threshold"][:, None], ranked.values.gather(1, keep[:, None] - 1))
 
     noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False) \
         if (grid_h, grid_w) != (height, width) else coarse
-    # However the resizing fell, the object's noisiest pixel is always part of the defect.
-    # (An added 0 / -inf penalty: a single pass, where masked_fill would clone the field first.)
-    outside = torch.zeros(inside.shape, device=noise.device).masked_fill_(~inside, -math.inf)
-    peak = (noise + outside).amax(dim=(2, 3))
-    return (noise >= torch.minimum(threshold, peak)[:, :, None, None]) & inside
+    masks = (noise >= threshold[:, :, None, None]) & inside
+    # However the resizing fell, no mask is empty: an empty one gets the pixel of the object's
+    # noisiest grid point, which "nearest" above took from pixel floor(grid point * size / grid).
+    peak = ranked.indices[:, :1]
+    pixel = peak // grid_w * height // grid_h * width + peak % grid_w * width // grid_w
+    flat = masks.view(batch, -1)
+    flat.scatter_(1, pixel, flat.gather(1, pixel) | ~flat.any(dim=1, keepdim=True))
+    return masks
 
 
 def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
