@@ -17,6 +17,7 @@ whole batch: no iterations, no Python loop over samples, no host sync.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,14 +43,21 @@ def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: 
 def poisson_solve(rhs: Tensor) -> Tensor:
     """Solve ``4 d_p - sum of d's 4 neighbours = rhs_p`` on (N, n, m) interiors with ``d = 0``
     outside them, exactly, in the sine basis (DST-I along each side)."""
-    n, m = rhs.shape[-2:]
-    rows, cols = _sine_basis(n, rhs), _sine_basis(m, rhs)
-    j = torch.arange(1, n + 1, device=rhs.device, dtype=rhs.dtype)
-    k = torch.arange(1, m + 1, device=rhs.device, dtype=rhs.dtype)
-    eigen = 4 - 2 * torch.cos(math.pi * j / (n + 1))[:, None] - 2 * torch.cos(math.pi * k / (m + 1))[None, :]
-    # The basis squares to (n + 1) (m + 1) / 4 times the identity: that factor joins the eigenvalues.
-    spectrum = (rows @ rhs @ cols).div_(eigen * ((n + 1) * (m + 1) / 4))
-    return rows @ spectrum @ cols
+    rows, cols, eigen = _sine_solver(*rhs.shape[-2:], rhs.device, rhs.dtype)
+    return rows @ (rows @ rhs @ cols).div_(eigen) @ cols
+
+
+@functools.lru_cache(maxsize=16)
+def _sine_solver(n: int, m: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The DST-I bases (n, n) and (m, m) of an n x m interior and its Laplacian's eigenvalues
+    (n, m), times (n + 1) (m + 1) / 4 (each basis squares to half its size plus one times the
+    identity). They depend on the sizes alone: built once (outside any inference mode, so that
+    they serve everywhere)."""
+    with torch.inference_mode(False):
+        j = torch.arange(1, n + 1, device=device, dtype=dtype)
+        k = torch.arange(1, m + 1, device=device, dtype=dtype)
+        eigen = 4 - 2 * torch.cos(math.pi * j / (n + 1))[:, None] - 2 * torch.cos(math.pi * k / (m + 1))[None, :]
+        return _sine_basis(n, j), _sine_basis(m, k), eigen * ((n + 1) * (m + 1) / 4)
 
 
 def poisson_blend(target: Tensor, patch: Tensor, inside: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,7 +99,6 @@ def largest_change(blended: Tensor, target: Tensor) -> Tensor:
     return torch.maximum(high, low.neg_())
 
 
-def _sine_basis(n: int, like: Tensor) -> Tensor:
-    """(n, n) DST-I matrix sin(pi j k / (n + 1)), symmetric; its square is (n + 1) / 2 times I."""
-    j = torch.arange(1, n + 1, device=like.device, dtype=like.dtype)
+def _sine_basis(n: int, j: Tensor) -> Tensor:
+    """(n, n) DST-I matrix sin(pi j k / (n + 1)) for ``j`` = 1..n, symmetric."""
     return torch.sin(math.pi * j[:, None] * j[None, :] / (n + 1))
