@@ -153,30 +153,30 @@ def _other_families(
         out = blend_perlin(out, params, perlin, other)
         masks = masks | perlin
     if "poisson_size" in params:
-        out, changed = _poisson(out, params, config, other, chosen=params["family"] == 2)
-        masks = masks | changed
+        masks = masks | _poisson_into(out, params, config, other, chosen=params["family"] == 2)
     return out, masks
 
 
-def _poisson(
+def _poisson_into(
     images: Tensor, params: dict[str, Tensor], config: SynthConfig, sources: Tensor, chosen: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The ``chosen`` (B,) bool samples with their Poisson patch blended in (`ssad.synth.poisson`):
-    images like the input, and (B, 1, H, W) bool masks of the defect (empty for the others)."""
+) -> Tensor:
+    """Blend the ``chosen`` (B,) bool samples' Poisson patches (`ssad.synth.poisson`) into
+    ``images`` (B, C, H, W), in place (`apply`'s own batch, not the caller's: no copy of the
+    batch needed); return their (B, 1, H, W) bool masks (empty for the others)."""
     batch, channels, height, width = images.shape
     short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
     pixels, inside, grid = _poisson_geometry(params, chosen, short, long, height, width)
     where = pixels.reshape(batch, 1, -1).expand(-1, channels, -1)
-    flat = images.reshape(batch, channels, -1)
+    flat = images.view(batch, channels, -1)  # a view: the scatter below writes into images
     boxes = flat.gather(2, where).reshape(batch, channels, short, long)
     blended = torch.empty_like(boxes)
     changed = torch.empty(batch, 1, short, long, dtype=torch.bool, device=images.device)
     for part in batch_slices(boxes, sources, grid, inside, blended, changed):
         _poisson_boxes(*part)
-    out = flat.clone().scatter_(2, where, blended.reshape(batch, channels, -1))
+    flat.scatter_(2, where, blended.reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
     masks.scatter_(2, where[:, :1], changed.reshape(batch, 1, -1))
-    return out.reshape(images.shape), masks.reshape(batch, 1, height, width)
+    return masks.reshape(batch, 1, height, width)
 
 
 def _poisson_geometry(
