@@ -129,6 +129,18 @@ def test_perlin_blend_of_uint8_is_the_rounded_blend_with_beta_in_128ths():
     assert (out.images.float() - float_blend).abs().max() <= 1  # within a level of beta unrounded
 
 
+def test_perlin_fill_without_a_source_bank_is_the_previous_image():
+    values = torch.arange(8.0) * 30  # every image flat, each its own value
+    images = values[:, None, None, None].expand(8, 3, SIZE, SIZE).to(torch.uint8)
+    out = DefectSynthesizer(_perlin(perlin_fill_probs=(1.0, 0.0), **NO_JITTER))(
+        images, generator=torch.Generator().manual_seed(1))
+    k = (out.params["perlin_beta"] * 128).round()
+    expected = ((128 - k) * values + k * values.roll(1) + 64) // 128
+    inside = out.masks[:, 0]
+    for b in range(8):
+        assert (out.images[b][:, inside[b]] == expected[b]).all() and (out.images[b][:, ~inside[b]] == values[b]).all()
+
+
 def test_shuffled_tiles_are_a_permutation_of_the_image():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     order = torch.stack([torch.arange(4).flip(0), torch.tensor([1, 0, 3, 2])])
@@ -151,6 +163,9 @@ def test_shuffled_tiles_leave_the_rows_and_columns_beyond_whole_tiles():
     bigger = torch.cat([images[:1], images])
     assert torch.equal(shuffle_tiles(bigger[1:], order), out)
     assert torch.equal(shuffle_tiles(images.double(), order), out.double())
+    # Tiles (and the rows and columns beyond them) from another image of the batch.
+    previous = torch.tensor([2, 0, 1])
+    assert torch.equal(shuffle_tiles(images, order, previous), shuffle_tiles(images.roll(1, dims=0), order))
 
 
 @pytest.mark.parametrize("family_probs", [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.4, 0.3, 0.3)])

@@ -147,10 +147,11 @@ def _other_families(
     where ``params["family"]`` says so; their masks join ``masks`` (B, 1, H, W) bool. Fills come
     from ``source_images``, or from the next image of the batch."""
     family = params["family"][:, None, None, None]
-    other = out.roll(1, dims=0) if source_images is None else source_images
+    # Poisson patches come from the batch as it is before the Perlin blend.
+    other = out.roll(1, dims=0) if source_images is None and "poisson_size" in params else source_images
     if "perlin_mask" in params:
         perlin = params["perlin_mask"] & (family == 1)
-        out = blend_perlin(out, params, perlin, other)
+        out = blend_perlin(out, params, perlin, source_images)
         masks = masks | perlin
     if "poisson_size" in params:
         masks = masks | _poisson_into(out, params, config, other, chosen=params["family"] == 2)

@@ -113,27 +113,28 @@ def perlin_masks(params: dict[str, Tensor], height: int, width: int, min_area: f
     return masks
 
 
-def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
-    """(B, C, H, W) images with their G x G tiles rearranged: tile ``i`` of the result is tile
-    ``order[:, i]`` (B, G*G) int64 of the input. Rows and columns beyond a whole number of tiles
-    stay where they are."""
+def shuffle_tiles(images: Tensor, order: Tensor, sources: Tensor | None = None) -> Tensor:
+    """(B, C, H, W) images rearranged by G x G tiles: tile ``i`` of result ``b`` is tile
+    ``order[b, i]`` ((B, G*G) int64) of image ``sources[b]`` ((B,) int64; default ``b`` itself).
+    Rows and columns beyond a whole number of tiles are that image's, where they were."""
     batch, channels, height, width = images.shape
     grid = math.isqrt(order.shape[1])
     th, tw = height // grid, width // grid
     images = images.contiguous()
-    out = images.clone() if (grid * th, grid * tw) != (height, width) else torch.empty_like(images)
+    if sources is None:
+        sources = torch.arange(batch, device=images.device)
+    whole = (grid * th, grid * tw) == (height, width)
+    out = torch.empty_like(images) if whole else images.index_select(0, sources)
     # Move whole words, not single bytes: a tile row of uint8 pixels is read as int64 words where
     # the sizes allow, which makes the gather several times faster on the CPU.
     unit = _word_size(images.element_size() * math.gcd(tw, width, images.storage_offset()))
     words = tw * images.element_size() // unit
 
     def tiles(x: Tensor) -> Tensor:  # (B, C, G, th, G, tw') view of the whole tiles
-        whole = x[..., : grid * th, : grid * tw].view(_WORDS[unit])
-        return whole.unflatten(3, (grid, words)).unflatten(2, (grid, th))
+        return x[..., : grid * th, : grid * tw].view(_WORDS[unit]).unflatten(3, (grid, words)).unflatten(2, (grid, th))
 
-    source = order.view(batch, grid, grid)
-    picked = tiles(images)[torch.arange(batch, device=images.device)[:, None, None], :,
-                           source // grid, :, source % grid, :]  # (B, G, G, C, th, tw')
+    tile = order.view(batch, grid, grid)
+    picked = tiles(images)[sources[:, None, None], :, tile // grid, :, tile % grid, :]  # (B, G, G, C, th, tw')
     tiles(out).copy_(picked.permute(0, 3, 1, 4, 2, 5))
     return out
 
@@ -141,34 +142,46 @@ def shuffle_tiles(images: Tensor, order: Tensor) -> Tensor:
 def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
                  source_images: Tensor | None = None) -> Tensor:
     """Blend ``images`` (B, C, H, W) uint8 or float in [0, 1] with their fill inside ``masks``
-    (B, 1, H, W) bool: ``beta * fill + (1 - beta) * image``. The fill is ``source_images`` (the
-    next image of the batch when None) or the image with shuffled tiles, per ``perlin_fill``.
+    (B, 1, H, W) bool: ``beta * fill + (1 - beta) * image``. The fill is, per ``perlin_fill``,
+    another image (``source_images``, or the previous image of the batch when None) or the image
+    with its tiles shuffled.
 
     uint8 images blend in 16-bit integers with beta rounded to a multiple of 1/128 (within one
     level of the float blend, rounded half up): a quarter of the memory traffic of floats.
     """
-    other = images.roll(1, dims=0) if source_images is None else source_images
-    shuffled = shuffle_tiles(images, params["perlin_tiles"])
-    from_other = (params["perlin_fill"] == 0)[:, None, None, None]
+    batch = len(images)
+    order, from_other = params["perlin_tiles"], params["perlin_fill"] == 0
+    if source_images is None:
+        # Both fills are tiles of the batch itself: the previous image's in place, or the
+        # image's own shuffled. One gather builds the fill.
+        here = torch.arange(batch, device=images.device)
+        in_place = torch.arange(order.shape[1], device=images.device).expand_as(order)
+        fill = shuffle_tiles(images, torch.where(from_other[:, None], in_place, order),
+                             torch.where(from_other, (here - 1) % batch, here))
+    else:
+        fill = _select(from_other, source_images, shuffle_tiles(images, order))
     beta = params["perlin_beta"][:, None, None, None]
-    masks = masks.expand(len(images), -1, -1, -1)
     out = torch.empty_like(images)
-    parts = (images, other, shuffled, from_other, beta, masks, out)
-    for image, other_image, tiles, pick, weight, mask, into in batch_slices(*parts):
+    for image, fill_part, weight, mask, into in batch_slices(images, fill, beta, masks.expand(batch, -1, -1, -1), out):
         if images.dtype == torch.uint8:
-            # The fill, selected without torch.where (slow on the CPU): tiles + (other - tiles)
-            # * pick wraps around modulo 256 to exactly one of the two.
-            fill = other_image.sub(tiles).mul_(pick.to(torch.uint8)).add_(tiles)
             # round((128 - k) * image + k * fill) / 128), with beta = k / 128 and k = 0 outside
             # the mask: at most 255 * 128 + 64, which fits in int16.
             k = mask * (weight * 128).round().to(torch.int16)
-            mixed = image.to(torch.int16).mul_(128 - k).addcmul_(fill.to(torch.int16), k)
+            mixed = image.to(torch.int16).mul_(128 - k).addcmul_(fill_part.to(torch.int16), k)
             into.copy_(mixed.add_(64).bitwise_right_shift_(7))
-        else:
-            # lerp is exact at weights 0 and 1: the fill's pick and the unmasked pixels.
-            fill = torch.lerp(tiles, other_image, pick.to(images.dtype))
-            torch.lerp(image, fill, mask * weight.to(images.dtype), out=into)
+        else:  # lerp is exact at weight 0: the pixels outside the mask keep their values
+            torch.lerp(image, fill_part, mask * weight.to(images.dtype), out=into)
     return out
+
+
+def _select(pick: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a`` where ``pick`` (B,) bool, else ``b`` (both (B, ...)), without torch.where (slow on
+    the CPU): uint8 ``b + (a - b) * pick`` wraps around modulo 256 to exactly one of them, and
+    lerp is exact at weights 0 and 1."""
+    pick = pick.view(-1, *([1] * (a.dim() - 1)))
+    if a.dtype == torch.uint8:
+        return a.sub(b).mul_(pick.to(torch.uint8)).add_(b)
+    return torch.lerp(b, a, pick.to(a.dtype))
 
 
 #: Integer dtypes of 1, 2, 4 and 8 bytes, to move pixels as whole words.
