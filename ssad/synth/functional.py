@@ -145,7 +145,7 @@ def _other_families(
 ) -> tuple[Tensor, Tensor]:
     """Blend the Perlin and Poisson defects into the colour-jittered batch ``out`` (B, C, H, W),
     where ``params["family"]`` says so; their masks join ``masks`` (B, 1, H, W) bool. Fills come
-    from ``source_images``, or from the next image of the batch."""
+    from ``source_images``, or from the previous image of the batch."""
     family = params["family"][:, None, None, None]
     # Poisson patches come from the batch as it is before the Perlin blend.
     other = out.roll(1, dims=0) if source_images is None and "poisson_size" in params else source_images

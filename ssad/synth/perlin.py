@@ -5,12 +5,12 @@ A sample's mask is where its noise field exceeds its threshold, inside the objec
 one Perlin noise, or the maximum (union of the two masks) or minimum (intersection) of two, with
 2^k lattice cells across the image, k drawn per sample and per field. Inside the mask the image is
 blended with a fill, ``beta * fill + (1 - beta) * image``: another image (the source bank, or the
-next image of the batch) or the image itself with its tiles shuffled.
+previous image of the batch) or the image itself with its tiles shuffled.
 
 No Python loop over samples, no host sync: every sample's noise is evaluated on the finest lattice
-allowed by ``SynthConfig.perlin_scale`` (coarser ones use its top-left corner, wrapped), and a mask
-its threshold leaves smaller than ``perlin_min_area`` of the object is redrawn at the threshold
-that keeps that share, whatever the batch. `ssad.synth.params` draws the parameters
+allowed by ``SynthConfig.perlin_scale`` (coarser ones use its top-left corner, wrapped), and a
+threshold that would keep less than ``perlin_min_area`` of the object is lowered to keep that
+share, whatever the batch. `ssad.synth.params` draws the parameters
 and the masks, `ssad.synth.functional.apply` blends.
 """
 
