@@ -12,7 +12,7 @@ from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
 from .poisson import largest_change, poisson_box, poisson_change
-from .slices import batch_slices
+from .slices import SLICES, batch_slices
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
@@ -172,7 +172,12 @@ def _poisson_into(
     boxes = flat.gather(2, where).reshape(batch, channels, short, long)
     blended = torch.empty_like(boxes)
     changed = torch.empty(batch, 1, short, long, dtype=torch.bool, device=images.device)
-    for part in batch_slices(boxes, sources, grid, inside, blended, changed):
+    # Slices pay where boxes are large (at batch 64: 880 against 620 images/s with 19,470-pixel
+    # boxes at 256 px); small boxes go faster in one piece (4,450 against 3,600 at 128 px, 5,040
+    # pixels), where the slices' extra dispatch outweighs what they save. Decided by the box
+    # size alone, so the operations do not depend on the batch size.
+    slices = SLICES if short * long > 10_000 else 1
+    for part in batch_slices(boxes, sources, grid, inside, blended, changed, slices=slices):
         _poisson_boxes(*part)
     flat.scatter_(2, where, blended.reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)

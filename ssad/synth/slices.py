@@ -17,7 +17,7 @@ __all__ = ["SLICES", "batch_slices"]
 SLICES = 8
 
 
-def batch_slices(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
-    """The tensors' ``SLICES`` slices along dim 0 (each ``(B, ...)``), zipped: views, so a slice
-    of an output tensor can be written into. Slices are empty where B < SLICES."""
-    return zip(*(t.tensor_split(SLICES) for t in tensors))
+def batch_slices(*tensors: Tensor, slices: int = SLICES) -> Iterator[tuple[Tensor, ...]]:
+    """The tensors' ``slices`` slices along dim 0 (each ``(B, ...)``), zipped: views, so a slice
+    of an output tensor can be written into. Slices are empty where B < slices."""
+    return zip(*(t.tensor_split(slices) for t in tensors))
