@@ -12,8 +12,8 @@ from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
 from .poisson import largest_change, poisson_box, poisson_change
-from .slices import SLICES, batch_slices
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
+from .slices import SLICES, batch_slices
 
 __all__ = ["apply", "working_colour", "WorkingColour"]
 
