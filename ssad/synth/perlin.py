@@ -164,7 +164,7 @@ def blend_perlin(images: Tensor, params: dict[str, Tensor], masks: Tensor,
     out = torch.empty_like(images)
     for image, fill_part, weight, mask, into in batch_slices(images, fill, beta, masks.expand(batch, -1, -1, -1), out):
         if images.dtype == torch.uint8:
-            # round((128 - k) * image + k * fill) / 128), with beta = k / 128 and k = 0 outside
+            # round(((128 - k) * image + k * fill) / 128), with beta = k / 128 and k = 0 outside
             # the mask: at most 255 * 128 + 64, which fits in int16.
             k = mask * (weight * 128).round().to(torch.int16)
             mixed = image.to(torch.int16).mul_(128 - k).addcmul_(fill_part.to(torch.int16), k)
