@@ -11,7 +11,7 @@ from torch import Tensor
 from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
-from .poisson import largest_change, poisson_box, poisson_change
+from .poisson import box_on_image, largest_change, poisson_box, poisson_change
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 from .slices import SLICES, batch_slices
 
@@ -198,9 +198,8 @@ def _poisson_geometry(
     """
     size, centre = params["poisson_size"], params["poisson_centre"]
     source, scale = params["poisson_source"], params["poisson_scale"][:, None]
-    tall = size[:, 1] > size[:, 0]
+    tall, extent = box_on_image(size, short, long)
     # The box's first pixel on each image axis (x, y), around the centre and inside the image.
-    extent = torch.stack((torch.where(tall, short, long), torch.where(tall, long, short)), dim=1)  # (B, 2)
     first = torch.stack([(centre[:, a] - extent[:, a] / 2).round().long().clamp_min(0).minimum(limit - extent[:, a])
                          for a, limit in ((0, width), (1, height))], dim=1)
 

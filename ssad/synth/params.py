@@ -20,7 +20,7 @@ from torch import Tensor
 from .config import Interval, SynthConfig
 from .perlin import perlin_masks
 from .streams import SampleStreams, draw_uniform
-from .poisson import poisson_box
+from .poisson import box_on_image, poisson_box
 
 __all__ = ["sample_params", "defect_extent"]
 
@@ -177,14 +177,14 @@ def _family_params(
         wide = aspect >= 1
         patch_w = (side * aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, long - 2.0, short - 2.0))
         patch_h = (side / aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, short - 2.0, long - 2.0))
-        tall = patch_h > patch_w  # as `ssad.synth.functional` tells the box's orientation
         scale = _log_uniform_union((config.poisson_scale,), batch, generator, device)
-        box_w, box_h = torch.where(tall, short - 1.0, long - 1.0), torch.where(tall, long - 1.0, short - 1.0)
-        box = _rectangle_corners(box_w, box_h, 4)
+        patch_size = torch.stack((patch_w, patch_h), dim=-1)
+        _, extent = box_on_image(patch_size, short, long)
+        box = _rectangle_corners(extent[:, 0] - 1.0, extent[:, 1] - 1.0, 4)
         centre, _ = _sample_centres(box, height, width, object_masks, generator)
         source, _ = _sample_centres(_rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None,
                                     generator)
-        out.update(poisson_size=torch.stack((patch_w, patch_h), dim=-1), poisson_centre=centre,
+        out.update(poisson_size=patch_size, poisson_centre=centre,
                    poisson_source=source, poisson_scale=scale)
     return out
 

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["poisson_box", "poisson_solve", "poisson_blend", "poisson_change", "largest_change"]
+__all__ = ["poisson_box", "box_on_image", "poisson_solve", "poisson_blend", "poisson_change", "largest_change"]
 
 
 def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: int, width: int) -> tuple[int, int]:
@@ -38,6 +38,14 @@ def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: 
     long_side, short_side = side * math.sqrt(max(elongation)), side / math.sqrt(least)
     longest = min(height, width, math.ceil(long_side * 1.5) + 2)
     return min(longest, math.ceil(short_side * 1.5) + 2), longest
+
+
+def box_on_image(patch_size: Tensor, short: int, long: int) -> tuple[Tensor, Tensor]:
+    """Each sample's box as it lies on the image, from its patch's (width, height) ``patch_size``
+    (B, 2): whether the box is turned (B,) bool (the patch is taller than wide), and its (x, y)
+    extent (B, 2) int64 in pixels (``long`` along the patch's longer side)."""
+    tall = patch_size[:, 1] > patch_size[:, 0]
+    return tall, torch.stack((torch.where(tall, short, long), torch.where(tall, long, short)), dim=1)
 
 
 def poisson_solve(rhs: Tensor) -> Tensor:
