@@ -17,6 +17,7 @@ rate and of the per-round speed-ups (with their range). JSON to ``--out`` (atomi
 Markdown table to stdout.
 
     python bench/families.py --out bench/results/families_cpu.json
+    python bench/families.py --families poisson --sizes 128 --out /tmp/poisson_128.json  # one row
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _interleaved_rates(reference, batched, count: int, batches: int, repeats: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--batches", type=int, default=3)
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             masks[..., size // 8 : -size // 8, size // 8 : -size // 8] = True
             arrays = images.permute(0, 2, 3, 1).numpy()
             inside = masks[0, 0].numpy()
-            for family, probs in FAMILIES.items():
+            for family in args.families:
+                probs = FAMILIES[family]
                 one = perlin_one if family == "perlin" else poisson_one
                 tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
                 synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
