@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if min(args.batch, args.batches, args.repeats, args.workers) < 1:
+        p.error("--batch, --batches, --repeats and --workers must be at least 1")
 
     rows = []
     with get_context("spawn").Pool(args.workers) as pool:
