@@ -118,8 +118,10 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
     e[py:py + ph, px:px + pw] = patch - target[py:py + ph, px:px + pw]
     rhs = np.zeros_like(e)
     for axis in (0, 1):
-        both = np.take(inside, range(1, inside.shape[axis]), axis) & np.take(inside, range(inside.shape[axis] - 1), axis)
-        step = (np.take(e, range(1, e.shape[axis]), axis) - np.take(e, range(e.shape[axis] - 1), axis)) * both[..., None]
+        later = lambda x: np.take(x, range(1, x.shape[axis]), axis)  # noqa: E731  pixels 1.. along axis
+        earlier = lambda x: np.take(x, range(x.shape[axis] - 1), axis)  # noqa: E731  pixels ..-2
+        both = later(inside) & earlier(inside)
+        step = (later(e) - earlier(e)) * both[..., None]
         if axis == 0:
             rhs[1:] += step
             rhs[:-1] -= step
