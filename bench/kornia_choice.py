@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     sigma = 4.0
     radius = max(1, math.ceil(3 * sigma))
     ours = separable_blur(maps, sigma)
-    theirs = kornia.filters.gaussian_blur2d(maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma), border_type="reflect")
+    theirs = kornia.filters.gaussian_blur2d(maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma),
+                                            border_type="reflect")
     rows.append({
         "op": "gaussian smoothing", "ours_s": _time(lambda: separable_blur(maps, sigma), args.repeats),
         "kornia_s": _time(lambda: kornia.filters.gaussian_blur2d(
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append({
         "op": "connected components (8-connected ours; kornia's max-pool propagation)",
         "ours_s": _time(lambda: _label_regions(masks), args.repeats),
-        "kornia_s": _time(lambda: kornia.contrib.connected_components(masks[:, None].float(), num_iterations=iterations),
-                          args.repeats),
+        "kornia_s": _time(lambda: kornia.contrib.connected_components(masks[:, None].float(),
+                                                                      num_iterations=iterations), args.repeats),
         "same_regions": _same_partition(labels, components, masks),
     })
 

@@ -167,7 +167,9 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
 
 def _fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool) -> Detector:
     image_size, image_score = train.shape[-1], cfg.image_score_for(moves)
-    density = create_density(cfg.density, cfg.knn_k).fit(embed_images(model, train)) if image_score == "density" else None
+    density = None
+    if image_score == "density":
+        density = create_density(cfg.density, cfg.knn_k).fit(embed_images(model, train))
     name = cfg.patch_scorer_for(moves)
     options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
     patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
@@ -199,7 +201,8 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     except Exception as error:
         raise ValueError(f"{path} is not a readable detector file ({error}).") from error
     if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
-        written = f"format {payload.get('format')!r} by ssad {payload.get('ssad')}" if isinstance(payload, dict) else "no format"
+        written = f"format {payload.get('format')!r} by ssad {payload.get('ssad')}" \
+            if isinstance(payload, dict) else "no format"
         raise ValueError(
             f"{path} is a detector of {written}; ssad {__version__} reads format {DETECTOR_FORMAT}. "
             f"Re-create it with `python -m ssad.run --resume --out RUN` (refits from the run's checkpoint)."

@@ -43,7 +43,8 @@ class _Plain(nn.Module):
 
 def _example(detector: Detector) -> Tensor:
     device = next(detector.parameters()).device
-    return torch.rand(2, 3, detector.image_size, detector.image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    size = detector.image_size
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def export_torchscript(detector: Detector, path: Path) -> None:

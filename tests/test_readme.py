@@ -33,7 +33,8 @@ def test_detector_example_runs(tmp_path):
     torch.manual_seed(0)
     model, _ = create_model("scratch")
     train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
-    fit_detector(model, train, ScoreConfig(patch_scorer="knn", patch_memory=200), moves=True).save(tmp_path / "detector.pt")
+    detector = fit_detector(model, train, ScoreConfig(patch_scorer="knn", patch_memory=200), moves=True)
+    detector.save(tmp_path / "detector.pt")
     scope: dict = {"run_dir": tmp_path}
     exec(compile(_example("detector"), "README detector", "exec"), scope)
     out = scope["out"]

@@ -20,7 +20,8 @@ def test_defects_follow_kornia_geometry_and_mark_the_masks():
     torch.manual_seed(0)
     images, masks = _batch()
     masks[:, :, :8, :8] = 1  # a region the user already marked
-    pipeline = K.AugmentationSequential(K.RandomHorizontalFlip(p=1.0), RandomDefects(CONFIG), data_keys=["input", "mask"])
+    pipeline = K.AugmentationSequential(K.RandomHorizontalFlip(p=1.0), RandomDefects(CONFIG),
+                                        data_keys=["input", "mask"])
     out, out_masks = pipeline(images, masks)
     defects = pipeline[1]
     params = {k: v for k, v in defects._params.items() if isinstance(v, torch.Tensor)}

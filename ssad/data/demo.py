@@ -14,8 +14,9 @@ The defects are deliberately unlike what the synthesizer pastes (polygons and re
 random walks, stains are noise-shaped blobs, holes have wobbly outlines, missing parts are bites out
 of the object's outline, gashes are thin curved cuts, worn patches lose the tread's texture but keep
 its colour. `demo_dark` is the hard case for foreground estimation: its rubber's mean colour is
-barely off the backdrop's (only its texture and a narrow highlight stand out). Everything comes from one `numpy.random.Generator` per category and PNGs are
-written with fixed parameters, so the same seed gives byte-identical files.
+barely off the backdrop's (only its texture and a narrow highlight stand out). Everything comes
+from one `numpy.random.Generator` per category and PNGs are written with fixed parameters, so the
+same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def make_demo_dataset(
 ) -> list[Path]:
     """Write the demo `categories` under `root` and return their folders.
 
-    `categories` defaults to all of `DEMO_CATEGORIES`. `n_train` training images per category; `n_test` test images in `test/good` and in each defect
-    folder. A category folder that exists is replaced; each is written to a temporary folder first,
-    so an interrupted call leaves no half-written category.
+    `categories` defaults to all of `DEMO_CATEGORIES`. `n_train` training images per category;
+    `n_test` test images in `test/good` and in each defect folder. A category folder that exists
+    is replaced; each is written to a temporary folder first, so an interrupted call leaves no
+    half-written category.
     """
     categories = list(DEMO_CATEGORIES) if categories is None else categories
     unknown = sorted(set(categories) - set(DEMO_CATEGORIES))

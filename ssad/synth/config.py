@@ -107,7 +107,8 @@ class SynthConfig:
             raise ValueError(f"SynthConfig.pretext={self.pretext!r}: choose one of {PRETEXTS}.")
         low_k, high_k = self.perlin_scale
         if not (isinstance(low_k, int) and isinstance(high_k, int) and 0 <= low_k <= high_k <= 8):
-            raise ValueError(f"SynthConfig.perlin_scale={self.perlin_scale!r}: whole exponents with 0 <= low <= high <= 8.")
+            raise ValueError(
+                f"SynthConfig.perlin_scale={self.perlin_scale!r}: whole exponents with 0 <= low <= high <= 8.")
         _check_interval("perlin_threshold", self.perlin_threshold)
         low, high = _check_interval("perlin_beta", self.perlin_beta)
         if low < 0 or high > 1:

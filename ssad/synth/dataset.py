@@ -112,7 +112,8 @@ def _write_batch(folder: Path, indices: torch.Tensor, result, seed: int) -> list
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssad.synth export", description=__doc__.splitlines()[0].strip("`: "))
     p.add_argument("--category", required=True)
-    p.add_argument("--data-root", help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
+    p.add_argument("--data-root",
+                   help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
     p.add_argument("--out", type=Path, required=True, help="folder to write <category>/ into")
     p.add_argument("--n", type=int, default=200, help="number of samples")
     p.add_argument("--image-size", type=int, default=256)

@@ -297,7 +297,11 @@ def _rotate(points: Tensor, degrees: Tensor) -> Tensor:
 
 
 def _sample_centres(
-    local: Tensor, height: int, width: int, object_masks: Tensor | None, generator: torch.Generator | SampleStreams | None
+    local: Tensor,
+    height: int,
+    width: int,
+    object_masks: Tensor | None,
+    generator: torch.Generator | SampleStreams | None,
 ) -> tuple[Tensor, Tensor]:
     """Pick, per sample, a pixel centre such that the shape ``local`` (B, V, 2) placed there stays
     inside the image, uniformly among the pixels of ``object_masks`` (B or 1, 1, H, W) bool, or

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-object-mask", action="store_true", help="place defects anywhere in the image")
-    parser.add_argument("--family-probs", type=float, nargs=3, default=(1.0, 0.0, 0.0), metavar=("CUTPASTE", "PERLIN", "POISSON"),
+    parser.add_argument("--family-probs", type=float, nargs=3, default=(1.0, 0.0, 0.0),
+                        metavar=("CUTPASTE", "PERLIN", "POISSON"),
                         help="families of the big defects (e.g. 0.34 0.33 0.33 shows every family)")
     args = parser.parse_args(argv)
 
