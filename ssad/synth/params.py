@@ -172,16 +172,15 @@ def _family_params(
         short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
         side = uniform(*config.poisson_size) * math.sqrt(height * width)
         aspect = _log_uniform_union((config.poisson_aspect,), batch, generator, device)
-        # The rectangle stays off the box's border, which the solve keeps fixed; a tall patch's
-        # box stands on its short side.
-        wide = aspect >= 1
-        patch_w = (side * aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, long - 2.0, short - 2.0))
-        patch_h = (side / aspect.sqrt()).clamp_min(2).minimum(torch.where(wide, short - 2.0, long - 2.0))
         scale = _log_uniform_union((config.poisson_scale,), batch, generator, device)
-        patch_size = torch.stack((patch_w, patch_h), dim=-1)
-        _, extent = box_on_image(patch_size, short, long)
+        drawn = torch.stack((side * aspect.sqrt(), side / aspect.sqrt()), dim=-1)  # (B, 2) width, height
+        # A tall patch's box stands on its short side (`box_on_image`); the rectangle stays off
+        # the box's border, which the solve keeps fixed.
+        _, extent = box_on_image(drawn, short, long)
+        patch_size = drawn.clamp_min(2).minimum(extent - 2)
         box = _rectangle_corners(extent[:, 0] - 1.0, extent[:, 1] - 1.0, 4)
         centre, _ = _sample_centres(box, height, width, object_masks, generator)
+        patch_w, patch_h = patch_size.unbind(dim=-1)
         source, _ = _sample_centres(_rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None,
                                     generator)
         out.update(poisson_size=patch_size, poisson_centre=centre,
