@@ -6,10 +6,15 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
   do in their DataLoader workers), with the engine's algorithm: its own noise lattices, rotation,
   union or intersection, threshold, object gating and blend, the noise evaluated on the same
   coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
-  sine-basis Poisson solve, one box at a time. Run in ``--workers`` processes, one image per task, as a DataLoader does.
+  sine-basis Poisson solve, one box at a time. Run in ``--workers`` processes of one BLAS thread
+  each, one image per task, as a DataLoader does.
 * ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
   ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
   reference has none (the engine then skips its colour map).
+
+Both sides run under glibc's default allocator, then again with freed memory kept for reuse
+(``ssad.cpu.retain_freed_memory``, as ``python -m ssad.run`` sets on the CPU; the reference's
+workers too): large per-batch tensors otherwise pay fresh page faults on every call.
 
 ``--repeats`` rounds of ``--batches`` batches per side, the two sides taking turns (a shared CPU
 is noisy: both see the same spells), after one warm-up batch each; the medians of each side's
@@ -24,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
 from multiprocessing import get_context
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +42,9 @@ import torch
 from PIL import Image
 
 from ssad.atomic import write_json
+from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
+from synth_throughput import device_name
 
 FAMILIES = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0)}
 
@@ -152,6 +161,35 @@ def _interleaved_rates(reference, batched, count: int, batches: int, repeats: in
     return rates
 
 
+def _measure(pool: Pool, allocator: str, args: argparse.Namespace) -> list[dict]:
+    """One row per size and family: both sides' rates and the speed-ups, the reference in ``pool``."""
+    rows = []
+    for size in args.sizes:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8, generator=g)
+        masks = torch.zeros(1, 1, size, size, dtype=torch.bool)
+        masks[..., size // 8 : -size // 8, size // 8 : -size // 8] = True
+        arrays = images.permute(0, 2, 3, 1).numpy()
+        inside = masks[0, 0].numpy()
+        for family in args.families:
+            probs = FAMILIES[family]
+            one = perlin_one if family == "perlin" else poisson_one
+            tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
+            synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
+                                                  brightness=0.0, contrast=0.0, hue=0.0))
+            reference, batched = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
+                                                    lambda: synth(images, masks, generator=g),
+                                                    args.batch, args.batches, args.repeats)
+            rows.append({"family": family, "size": size, "batch": args.batch, "allocator": allocator,
+                         "per_image_images_per_s": statistics.median(reference),
+                         "batched_images_per_s": statistics.median(batched),
+                         "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
+                         "speedup_range": [min(b / r for b, r in zip(batched, reference)),
+                                           max(b / r for b, r in zip(batched, reference))]})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
@@ -160,46 +198,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--allocators", nargs="+", choices=["default", "retain"], default=["default", "retain"],
+                   help="glibc's default, then freed memory kept (mallopt is process-wide: default runs first)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if min(args.batch, args.batches, args.repeats, args.workers) < 1:
         p.error("--batch, --batches, --repeats and --workers must be at least 1")
 
+    # One BLAS thread per reference worker (inherited by the spawned processes; this process's
+    # libraries are loaded already): numpy's OpenBLAS would start one per core in each worker,
+    # and 2 workers would then fight over the 2 cores.
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     rows = []
-    with get_context("spawn").Pool(args.workers) as pool:
-        for size in args.sizes:
-            g = torch.Generator().manual_seed(0)
-            images = torch.randint(0, 256, (args.batch, 3, size, size), dtype=torch.uint8, generator=g)
-            masks = torch.zeros(1, 1, size, size, dtype=torch.bool)
-            masks[..., size // 8 : -size // 8, size // 8 : -size // 8] = True
-            arrays = images.permute(0, 2, 3, 1).numpy()
-            inside = masks[0, 0].numpy()
-            for family in args.families:
-                probs = FAMILIES[family]
-                one = perlin_one if family == "perlin" else poisson_one
-                tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
-                synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
-                                                      brightness=0.0, contrast=0.0, hue=0.0))
-                reference, batched = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
-                                                        lambda: synth(images, masks, generator=g),
-                                                        args.batch, args.batches, args.repeats)
-                rows.append({"family": family, "size": size, "batch": args.batch,
-                             "per_image_images_per_s": statistics.median(reference),
-                             "batched_images_per_s": statistics.median(batched),
-                             "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
-                             "speedup_range": [min(b / r for b, r in zip(batched, reference)),
-                                               max(b / r for b, r in zip(batched, reference))]})
-                print(rows[-1], flush=True)
+    for allocator in sorted(args.allocators, key=["default", "retain"].index):  # retain cannot be undone
+        if allocator == "retain" and not retain_freed_memory():
+            print("allocator 'retain' unavailable (not glibc): skipped")
+            continue
+        initializer = retain_freed_memory if allocator == "retain" else None
+        with get_context("spawn").Pool(args.workers, initializer=initializer) as pool:
+            rows += _measure(pool, allocator, args)
 
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
-           "machine": platform.machine(), "processor": platform.processor()}
+           "machine": platform.machine(), "cpu": device_name(torch.device("cpu"))}
     write_json(args.out, {"env": env, "rows": rows})
-    print("\n| family | size | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) |\n"
-          "|---|---:|---:|---:|---:|")
+    print("\n| family | size | allocator | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) |\n"
+          "|---|---:|---|---:|---:|---:|")
     for r in rows:
         low, high = r["speedup_range"]
-        print(f"| {r['family']} | {r['size']} | {r['per_image_images_per_s']:.0f} | {r['batched_images_per_s']:.0f} "
-              f"| {r['speedup']:.1f}x ({low:.1f}-{high:.1f}) |")
+        print(f"| {r['family']} | {r['size']} | {r['allocator']} | {r['per_image_images_per_s']:.0f} "
+              f"| {r['batched_images_per_s']:.0f} | {r['speedup']:.1f}x ({low:.1f}-{high:.1f}) |")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 
 from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
 from ssad.synth.perlin import perlin_noise, shuffle_tiles
-from ssad.synth.poisson import poisson_blend, poisson_solve
+from ssad.synth.poisson import poisson_blend, poisson_change, poisson_solve, rectangle_change
 
 SIZE = 64
 ONLY_BIG = (0.0, 1.0, 0.0)  # every sample gets a big defect
@@ -197,6 +197,28 @@ def test_poisson_solve_equals_a_direct_solve():
                     laplacian[i * m + j, a * m + b] = -1
     direct = torch.linalg.solve(laplacian, rhs.reshape(3, -1).T).T.reshape(3, n, m)
     torch.testing.assert_close(poisson_solve(rhs), direct, rtol=0, atol=1e-10)
+
+
+def test_rectangle_change_equals_the_general_solve():
+    """The edge-source solve for rectangles against the dense right-hand side, on rectangles of
+    every kind: large, next to the border, one pixel, one row, one column, empty."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(7, 3, 20, 27, dtype=torch.float64, generator=g)
+    patch = torch.rand(7, 3, 20, 27, dtype=torch.float64, generator=g)
+    rows = torch.zeros(7, 20, dtype=torch.bool)
+    cols = torch.zeros(7, 27, dtype=torch.bool)
+    for b, (r0, r1, c0, c1) in enumerate([(1, 18, 1, 25), (3, 9, 5, 20), (5, 5, 2, 2), (1, 1, 1, 25),
+                                          (2, 17, 10, 10), (7, 12, 24, 25)]):
+        rows[b, r0:r1 + 1], cols[b, c0:c1 + 1] = True, True  # sample 6 stays empty
+    inside = (rows[:, :, None] & cols[:, None, :])[:, None]
+    change = rectangle_change(target, patch, rows, cols)
+    torch.testing.assert_close(change, poisson_change(target, patch, inside), rtol=0, atol=1e-12)
+    largest = change.abs().amax(dim=(1, 2, 3))
+    assert largest[[0, 1, 3, 4, 5]].min() > 0.1  # a single pixel (2) has no gradients to keep, nor has nothing (6)
+    assert largest[[2, 6]].max() < 1e-12
+    # float32, in uint8 units as the engine works: within a hundredth of a level.
+    change32 = rectangle_change(target.float() * 255, patch.float() * 255, rows, cols)
+    torch.testing.assert_close(change32, poisson_change(target, patch, inside).float() * 255, rtol=0, atol=1e-2)
 
 
 def test_poisson_blend_keeps_the_patch_gradients_and_the_border():

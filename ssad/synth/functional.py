@@ -11,7 +11,7 @@ from torch import Tensor
 from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
-from .poisson import box_on_image, largest_change, poisson_box, poisson_change
+from .poisson import box_on_image, largest_change, poisson_box, rectangle_change
 from .raster import box_origins, compositing_box, destination_pixels, rasterize, source_pixels
 from .slices import SLICES, batch_slices
 
@@ -166,7 +166,7 @@ def _poisson_into(
     batch needed); return their (B, 1, H, W) bool masks (empty for the others)."""
     batch, channels, height, width = images.shape
     short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
-    pixels, inside, grid = _poisson_geometry(params, chosen, short, long, height, width)
+    pixels, rows, cols, grid = _poisson_geometry(params, chosen, short, long, height, width)
     where = pixels.reshape(batch, 1, -1).expand(-1, channels, -1)
     flat = images.view(batch, channels, -1)  # a view: the scatter below writes into images
     boxes = flat.gather(2, where).reshape(batch, channels, short, long)
@@ -177,7 +177,7 @@ def _poisson_into(
     # pixels), where the slices' extra dispatch outweighs what they save. Decided by the box
     # size alone, so the operations do not depend on the batch size.
     slices = SLICES if short * long > 10_000 else 1
-    for part in batch_slices(boxes, sources, grid, inside, blended, changed, slices=slices):
+    for part in batch_slices(boxes, sources, grid, rows, cols, blended, changed, slices=slices):
         _poisson_boxes(*part)
     flat.scatter_(2, where, blended.reshape(batch, channels, -1))
     masks = torch.zeros(batch, 1, height * width, dtype=torch.bool, device=images.device)
@@ -187,10 +187,11 @@ def _poisson_into(
 
 def _poisson_geometry(
     params: dict[str, Tensor], chosen: Tensor, short: int, long: int, height: int, width: int
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Where each sample's ``short`` x ``long`` box lies and what it samples: the flat image
-    index (B, short, long) int64 of every box pixel, the patch rectangle (B, 1, short, long) bool
-    (empty where not ``chosen``) and the grid (B, short, long, 2) of `F.grid_sample` into the source.
+    index (B, short, long) int64 of every box pixel, the patch rectangle as the box rows (B,
+    short) and columns (B, long) bool it covers (no rows where not ``chosen``), and the grid (B,
+    short, long, 2) of `F.grid_sample` into the source.
 
     A wide patch's box lies as the image, a tall one's is turned: its rows (``i``) run along image
     x, its columns (``j``) along y. Either way each quantity is a box row's term and a box
@@ -217,28 +218,28 @@ def _poisson_geometry(
     pixel_j, inside_j, at_j = along(tall.long(), long)
     stride_i, stride_j = torch.where(tall, 1, width)[:, None], torch.where(tall, width, 1)[:, None]
     pixels = (pixel_i * stride_i)[:, :, None] + (pixel_j * stride_j)[:, None, :]
-    inside = (inside_i[:, :, None] & inside_j[:, None, :] & chosen[:, None, None])[:, None]
     # grid_sample's (x, y) is (column term, row term) for a wide sample and (row, column) for a
     # tall one: each term goes to its slot by a multiplication with 0 or 1 (exact), and one
     # broadcast sum builds the grid.
     turned = tall.float()[:, None, None, None]
     slots = torch.cat((1 - turned, turned), dim=-1)  # (B, 1, 1, 2): the column term's weights for x, y
-    return pixels, inside, at_j[:, None, :, None] * slots + at_i[:, :, None, None] * slots.flip(-1)
+    grid = at_j[:, None, :, None] * slots + at_i[:, :, None, None] * slots.flip(-1)
+    return pixels, inside_i & chosen[:, None], inside_j, grid
 
 
 def _poisson_boxes(
-    boxes: Tensor, sources: Tensor, grid: Tensor, inside: Tensor, into: Tensor, changed: Tensor
+    boxes: Tensor, sources: Tensor, grid: Tensor, rows: Tensor, cols: Tensor, into: Tensor, changed: Tensor
 ) -> None:
     """Blend one slice of the batch: the patches sampled from ``sources`` (b, C, H, W) at
-    ``grid`` into ``boxes`` (b, C, h, w) inside ``inside`` (b, 1, h, w); the result goes to
-    ``into`` (like boxes) and the defect mask to ``changed`` (b, 1, h, w) bool."""
+    ``grid`` into ``boxes`` (b, C, h, w), in the rectangle of ``rows`` (b, h) and ``cols`` (b, w);
+    the result goes to ``into`` (like boxes) and the defect mask to ``changed`` (b, 1, h, w) bool."""
     # In the images' units (0-255 for uint8): the blend is linear, no rescaling needed.
     patch = F.grid_sample(sources.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     # uint8 works in [0.5, 255.5], so that the cast (which truncates) rounds; the offset changes
     # nothing in the solve. A copy even for float32 boxes, which stay to compare.
     uint8 = boxes.dtype == torch.uint8
     blended = torch.add(boxes, 0.5) if uint8 else boxes.to(torch.float32, copy=True)
-    blended[..., 1:-1, 1:-1] += poisson_change(blended, patch, inside)
+    blended[..., 1:-1, 1:-1] += rectangle_change(blended, patch, rows, cols)
     into.copy_(blended.clamp_(0.5, 255.5) if uint8 else blended.clamp_(0, 1))
     # The defect: where the blend changed a pixel by a tenth of the sample's largest change (the
     # solve's smooth correction fades out over the whole box) and by at least one level.

@@ -23,7 +23,10 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["poisson_box", "box_on_image", "poisson_solve", "poisson_blend", "poisson_change", "largest_change"]
+__all__ = [
+    "poisson_box", "box_on_image", "poisson_solve", "poisson_blend", "poisson_change", "rectangle_change",
+    "largest_change",
+]
 
 
 def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: int, width: int) -> tuple[int, int]:
@@ -51,16 +54,24 @@ def box_on_image(patch_size: Tensor, short: int, long: int) -> tuple[Tensor, Ten
 def poisson_solve(rhs: Tensor) -> Tensor:
     """Solve ``4 d_p - sum of d's 4 neighbours = rhs_p`` on (N, n, m) interiors with ``d = 0``
     outside them, exactly, in the sine basis (DST-I along each side)."""
-    rows, cols, eigen = _sine_solver(*rhs.shape[-2:], rhs.device, rhs.dtype)
-    return rows @ (rows @ rhs @ cols).div_(eigen) @ cols
+    rows, cols, _ = _sine_solver(*rhs.shape[-2:], rhs.device, rhs.dtype)
+    return _from_sines(rows[1:-1] @ rhs @ cols[1:-1])
+
+
+def _from_sines(spectrum: Tensor) -> Tensor:
+    """The solution (..., n, m) whose right-hand side has the sine transform ``spectrum``
+    (divided in place)."""
+    rows, cols, eigen = _sine_solver(*spectrum.shape[-2:], spectrum.device, spectrum.dtype)
+    return rows[1:-1] @ spectrum.div_(eigen) @ cols[1:-1]
 
 
 @functools.lru_cache(maxsize=16)
 def _sine_solver(n: int, m: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """The DST-I bases (n, n) and (m, m) of an n x m interior and its Laplacian's eigenvalues
-    (n, m), times (n + 1) (m + 1) / 4 (each basis squares to half its size plus one times the
-    identity). They depend on the sizes alone: built once (outside any inference mode, so that
-    they serve everywhere)."""
+    """The DST-I bases of an n x m interior, over the whole box around it: (n + 2, n) and
+    (m + 2, m), row k holding the sines of the box's row or column k (`_sine_basis`; rows 1..n
+    are the symmetric DST-I matrix), and the Laplacian's eigenvalues (n, m), times (n + 1) (m +
+    1) / 4 (each DST-I matrix squares to half its size plus one times the identity). They depend
+    on the sizes alone: built once (outside any inference mode, so that they serve everywhere)."""
     with torch.inference_mode(False):
         j = torch.arange(1, n + 1, device=device, dtype=dtype)
         k = torch.arange(1, m + 1, device=device, dtype=dtype)
@@ -101,6 +112,44 @@ def poisson_change(target: Tensor, patch: Tensor, inside: Tensor) -> Tensor:
     return poisson_solve(rhs.reshape(batch * channels, h, w)).reshape(batch, channels, h, w)
 
 
+def rectangle_change(target: Tensor, patch: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """`poisson_change` where ``inside`` is a rectangle: ``rows`` (B, h) and ``cols`` (B, w) bool,
+    each one run of True off the box's border (or ``rows`` all False: no change). The same
+    result up to rounding, for half the matrix products.
+
+    With ``e`` the difference inside the rectangle (0 outside), ``d = e + u``, where ``u`` solves
+    the same equation with a source only along the rectangle's edges: minus ``e`` on its edge
+    pixels (once per missing neighbour) and plus ``e`` on the pixels just outside them. Each edge's
+    share of that source is an outer product (a column of sines times a row of them), so its sine
+    transform is one product with an inner size of 4 instead of two full products.
+    """
+    batch, channels, h, w = target.shape
+    sin_rows, sin_cols, _ = _sine_solver(h - 2, w - 2, target.device, target.dtype)
+    e = (patch - target).mul_(rows[:, None, :, None]).mul_(cols[:, None, None, :])
+
+    def first_last(run: Tensor) -> tuple[Tensor, Tensor]:  # (B,) first and last index of each run
+        first = run.byte().argmax(dim=1)
+        last = run.shape[1] - 1 - run.flip(1).byte().argmax(dim=1)
+        return first.clamp_(1, run.shape[1] - 2), last.clamp_(1, run.shape[1] - 2)  # empty: anywhere inside
+
+    top, bottom = first_last(rows)
+    left, right = first_last(cols)
+
+    def line(dim: int, at: Tensor) -> Tensor:  # each sample's row (dim 2) or column (dim 3) ``at`` (B,) of e
+        return e.gather(dim, at.view(batch, 1, 1, 1).expand(-1, channels, *((1, w) if dim == 2 else (h, 1))))
+
+    # The edges' rows of e (B, C, 2, w) and columns (B, C, h, 2), and the sine differences between
+    # each edge and its outer neighbour, (B, 2, h - 2) along the rows and (B, 2, w - 2) along the columns.
+    edge_rows = torch.cat((line(2, top), line(2, bottom)), dim=2)
+    edge_cols = torch.cat((line(3, left), line(3, right)), dim=3)
+    steps_rows = torch.stack((sin_rows[top - 1] - sin_rows[top], sin_rows[bottom + 1] - sin_rows[bottom]), dim=1)
+    steps_cols = torch.stack((sin_cols[left - 1] - sin_cols[left], sin_cols[right + 1] - sin_cols[right]), dim=1)
+    # spectrum = sum over edges of (sines of its rows) outer (sines of its columns).
+    row_terms = torch.cat((steps_rows.mT[:, None].expand(-1, channels, -1, -1), sin_rows.mT @ edge_cols), dim=3)
+    col_terms = torch.cat((edge_rows @ sin_cols, steps_cols[:, None].expand(-1, channels, -1, -1)), dim=2)
+    return _from_sines(row_terms @ col_terms).add_(e[..., 1:-1, 1:-1])
+
+
 def largest_change(blended: Tensor, target: Tensor) -> Tensor:
     """(B, 1, h, w) the largest absolute change over the channels. (abs, then amax: torch's
     aminmax over a short channel dim is several times slower on the CPU, 1.5 against 0.06 ms
@@ -109,5 +158,8 @@ def largest_change(blended: Tensor, target: Tensor) -> Tensor:
 
 
 def _sine_basis(n: int, j: Tensor) -> Tensor:
-    """(n, n) DST-I matrix sin(pi j k / (n + 1)) for ``j`` = 1..n, symmetric."""
-    return torch.sin(math.pi * j[:, None] * j[None, :] / (n + 1))
+    """(n + 2, n) sin(pi k j / (n + 1)) for k = 0..n + 1 and ``j`` = 1..n: the DST-I matrix
+    (symmetric) between two rows of exact zeros (the box's border, where the sines vanish)."""
+    basis = torch.zeros(n + 2, n, dtype=j.dtype, device=j.device)
+    basis[1:-1] = torch.sin(math.pi * j[:, None] * j[None, :] / (n + 1))
+    return basis

@@ -1,0 +1,35 @@
+"""bench/families.py runs end to end under both allocators and writes its JSON (tiny sizes; no
+timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "families.py"
+
+
+def test_families_bench_writes_a_row_per_family_and_allocator(tmp_path):
+    out = tmp_path / "families.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--sizes", "64", "--batch", "4", "--batches", "1", "--repeats", "1",
+         "--workers", "1", "--out", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    allocators = {r["allocator"] for r in rows}  # "retain" needs glibc: skipped elsewhere
+    assert "default" in allocators and allocators <= {"default", "retain"}
+    assert sorted((r["family"], r["allocator"]) for r in rows) == sorted(
+        (f, a) for f in ("perlin", "poisson") for a in allocators)
+    for r in rows:
+        assert r["per_image_images_per_s"] > 0 and r["batched_images_per_s"] > 0
+        low, high = r["speedup_range"]
+        assert low <= r["speedup"] <= high
+
+
+def test_families_bench_refuses_counts_below_one(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "0", "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "at least 1" in run.stderr
