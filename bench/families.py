@@ -18,8 +18,8 @@ workers too): large per-batch tensors otherwise pay fresh page faults on every c
 
 ``--repeats`` rounds of ``--batches`` batches per side, the two sides taking turns (a shared CPU
 is noisy: both see the same spells), after one warm-up batch each; the medians of each side's
-rate and of the per-round speed-ups (with their range). JSON to ``--out`` (atomically) and a
-Markdown table to stdout.
+rate and of the per-round speed-ups (with their range), and the page faults per batched call.
+JSON to ``--out`` (atomically) and a Markdown table to stdout.
 
     python bench/families.py --out bench/results/families_cpu.json
     python bench/families.py --families poisson --sizes 128 --out /tmp/poisson_128.json  # one row
@@ -31,6 +31,7 @@ import argparse
 import math
 import os
 import platform
+import resource
 import statistics
 import time
 from multiprocessing import get_context
@@ -147,18 +148,24 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
 # --- measurement ---------------------------------------------------------------------------------
 
 
-def _interleaved_rates(reference, batched, count: int, batches: int, repeats: int) -> tuple[list[float], list[float]]:
+def _interleaved_rates(reference, batched, count: int, batches: int, repeats: int
+                       ) -> tuple[list[float], list[float], float]:
     """Images/s of each side, ``repeats`` times, the two sides taking turns so that both see the
-    same spells of a noisy machine (after one warm-up call each)."""
+    same spells of a noisy machine (after one warm-up call each); and the page faults this process
+    took per batched call (the reference's are in its workers)."""
     reference(), batched()
     rates: tuple[list[float], list[float]] = ([], [])
+    faults = 0
     for _ in range(repeats):
         for run, into in ((reference, rates[0]), (batched, rates[1])):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             for _ in range(batches):
                 run()
             into.append(count * batches / (time.perf_counter() - start))
-    return rates
+            if run is batched:
+                faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return *rates, faults / (repeats * batches)
 
 
 def _measure(pool: Pool, allocator: str, args: argparse.Namespace) -> list[dict]:
@@ -177,13 +184,14 @@ def _measure(pool: Pool, allocator: str, args: argparse.Namespace) -> list[dict]
             tasks = [(arrays[i], arrays[(i + 1) % args.batch], inside, i) for i in range(args.batch)]
             synth = DefectSynthesizer(SynthConfig(class_probs=(0.0, 1.0, 0.0), family_probs=probs,
                                                   brightness=0.0, contrast=0.0, hue=0.0))
-            reference, batched = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
+            reference, batched, faults = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
                                                     lambda: synth(images, masks, generator=g),
                                                     args.batch, args.batches, args.repeats)
             rows.append({"family": family, "size": size, "batch": args.batch, "allocator": allocator,
                          "per_image_images_per_s": statistics.median(reference),
                          "batched_images_per_s": statistics.median(batched),
                          "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
+                         "batched_page_faults_per_call": faults,
                          "speedup_range": [min(b / r for b, r in zip(batched, reference)),
                                            max(b / r for b, r in zip(batched, reference))]})
             print(rows[-1], flush=True)
@@ -221,12 +229,13 @@ def main(argv: list[str] | None = None) -> None:
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
            "machine": platform.machine(), "cpu": device_name(torch.device("cpu"))}
     write_json(args.out, {"env": env, "rows": rows})
-    print("\n| family | size | allocator | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) |\n"
-          "|---|---:|---|---:|---:|---:|")
+    print("\n| family | size | allocator | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) "
+          "| page faults per batched call |\n|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
         low, high = r["speedup_range"]
         print(f"| {r['family']} | {r['size']} | {r['allocator']} | {r['per_image_images_per_s']:.0f} "
-              f"| {r['batched_images_per_s']:.0f} | {r['speedup']:.1f}x ({low:.1f}-{high:.1f}) |")
+              f"| {r['batched_images_per_s']:.0f} | {r['speedup']:.1f}x ({low:.1f}-{high:.1f}) "
+              f"| {r['batched_page_faults_per_call']:.0f} |")
 
 
 if __name__ == "__main__":
