@@ -125,7 +125,7 @@ def rectangle_change(target: Tensor, patch: Tensor, rows: Tensor, cols: Tensor) 
     """
     batch, channels, h, w = target.shape
     sin_rows, sin_cols, _ = _sine_solver(h - 2, w - 2, target.device, target.dtype)
-    e = (patch - target).mul_(rows[:, None, :, None]).mul_(cols[:, None, None, :])
+    e = (patch - target).mul_((rows[:, :, None] & cols[:, None, :])[:, None])
 
     def first_last(run: Tensor) -> tuple[Tensor, Tensor]:  # (B,) first and last index of each run
         first = run.byte().argmax(dim=1)
@@ -138,16 +138,16 @@ def rectangle_change(target: Tensor, patch: Tensor, rows: Tensor, cols: Tensor) 
     def line(dim: int, at: Tensor) -> Tensor:  # each sample's row (dim 2) or column (dim 3) ``at`` (B,) of e
         return e.gather(dim, at.view(batch, 1, 1, 1).expand(-1, channels, *((1, w) if dim == 2 else (h, 1))))
 
-    # The edges' rows of e (B, C, 2, w) and columns (B, C, h, 2), and the sine differences between
-    # each edge and its outer neighbour, (B, 2, h - 2) along the rows and (B, 2, w - 2) along the columns.
+    # The edges' rows of e (B, C, 2, w) and columns, laid as rows (B, C, 2, h), and the sine
+    # differences between each edge and its outer neighbour, (B, 2, h - 2) and (B, 2, w - 2).
     edge_rows = torch.cat((line(2, top), line(2, bottom)), dim=2)
-    edge_cols = torch.cat((line(3, left), line(3, right)), dim=3)
+    edge_cols = torch.cat((line(3, left).mT, line(3, right).mT), dim=2)
     steps_rows = torch.stack((sin_rows[top - 1] - sin_rows[top], sin_rows[bottom + 1] - sin_rows[bottom]), dim=1)
     steps_cols = torch.stack((sin_cols[left - 1] - sin_cols[left], sin_cols[right + 1] - sin_cols[right]), dim=1)
-    # spectrum = sum over edges of (sines of its rows) outer (sines of its columns).
-    row_terms = torch.cat((steps_rows.mT[:, None].expand(-1, channels, -1, -1), sin_rows.mT @ edge_cols), dim=3)
+    # spectrum = sum over the 4 edges of (its sines along the rows) outer (its sines along the columns).
+    row_terms = torch.cat((steps_rows[:, None].expand(-1, channels, -1, -1), edge_cols @ sin_rows), dim=2)
     col_terms = torch.cat((edge_rows @ sin_cols, steps_cols[:, None].expand(-1, channels, -1, -1)), dim=2)
-    return _from_sines(row_terms @ col_terms).add_(e[..., 1:-1, 1:-1])
+    return _from_sines(row_terms.mT @ col_terms).add_(e[..., 1:-1, 1:-1])
 
 
 def largest_change(blended: Tensor, target: Tensor) -> Tensor:
