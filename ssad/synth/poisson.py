@@ -12,7 +12,9 @@ Poisson equation with Dirichlet boundary. For the difference ``d = f - image`` i
 
 with ``e = patch - image``, and ``d = 0`` on the border. The box is a rectangle for every sample,
 so one exact solve in the sine basis (a DST-I, here as two matrix products per side) serves the
-whole batch: no iterations, no Python loop over samples, no host sync.
+whole batch: no iterations, no Python loop over samples, no host sync. `poisson_change` takes any
+``inside`` mask; `rectangle_change`, which the synthesizer uses, takes a rectangle and needs only
+the products back from the sine basis, its right-hand side living on the rectangle's edges.
 """
 
 from __future__ import annotations
