@@ -6,8 +6,9 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
   do in their DataLoader workers), with the engine's algorithm: its own noise lattices, rotation,
   union or intersection, threshold, object gating and blend, the noise evaluated on the same
   coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
-  sine-basis Poisson solve, one box at a time. Run in ``--workers`` processes of one BLAS thread
-  each, one image per task, as a DataLoader does.
+  sine-basis Poisson solve (the source on the patch rectangle's edges), one box, sized to its own
+  patch, at a time. Run in ``--workers`` processes of one BLAS thread each, one image per task,
+  as a DataLoader does.
 * ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
   ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
   reference has none (the engine then skips its colour map).
@@ -97,13 +98,30 @@ def perlin_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndarr
     return np.where(mask[..., None], np.rint(blended).clip(0, 255).astype(np.uint8), image)
 
 
-def _poisson_np(rhs: np.ndarray) -> np.ndarray:
-    n, m = rhs.shape[-2:]
-    rows = np.sin(np.pi * np.outer(np.arange(1, n + 1), np.arange(1, n + 1)) / (n + 1))
-    cols = np.sin(np.pi * np.outer(np.arange(1, m + 1), np.arange(1, m + 1)) / (m + 1))
-    eigen = 4 - 2 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1))[:, None] - 2 * np.cos(
-        np.pi * np.arange(1, m + 1) / (m + 1))[None, :]
-    return rows @ ((rows @ rhs @ cols) / eigen) @ cols * (4 / ((n + 1) * (m + 1)))
+def _sines(n: int) -> np.ndarray:
+    """(n + 2, n) sin(pi k j / (n + 1)), k = 0..n + 1 (0 on the box's border), j = 1..n."""
+    k = np.arange(n + 2)[:, None]
+    return np.sin(np.pi * k * np.arange(1, n + 1)[None, :] / (n + 1))
+
+
+def rectangle_change_np(e: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """One box's blend change (C, h - 2, w - 2), as `ssad.synth.poisson.rectangle_change`: ``e``
+    (C, h, w) the patch minus the image inside the rectangle of rows top..bottom and columns
+    left..right (0 elsewhere, off the border); the sine transform of the source on its edges, then
+    the solve back."""
+    h, w = e.shape[-2:]
+    rows, cols = _sines(h - 2), _sines(w - 2)
+    eigen = 4 - 2 * np.cos(np.pi * np.arange(1, h - 1) / (h - 1))[:, None] - 2 * np.cos(
+        np.pi * np.arange(1, w - 1) / (w - 1))[None, :]
+    steps_rows = np.stack((rows[top - 1] - rows[top], rows[bottom + 1] - rows[bottom]))  # (2, h - 2)
+    steps_cols = np.stack((cols[left - 1] - cols[left], cols[right + 1] - cols[right]))  # (2, w - 2)
+    channels = e.shape[0]
+    row_terms = np.concatenate((np.broadcast_to(steps_rows, (channels, 2, h - 2)),
+                                e[:, :, [left, right]].transpose(0, 2, 1) @ rows), axis=1)  # (C, 4, h - 2)
+    col_terms = np.concatenate((e[:, [top, bottom], :] @ cols,
+                                np.broadcast_to(steps_cols, (channels, 2, w - 2))), axis=1)  # (C, 4, w - 2)
+    spectrum = row_terms.transpose(0, 2, 1) @ col_terms / (eigen * ((h - 1) * (w - 1) / 4))
+    return rows[1:-1] @ spectrum @ cols[1:-1] + e[:, 1:-1, 1:-1]
 
 
 def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndarray:
@@ -122,26 +140,12 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
     top, left = rng.integers(0, size - bh + 1), rng.integers(0, size - bw + 1)
     target = image[top:top + bh, left:left + bw].astype(np.float32)
     e = np.zeros_like(target)
-    inside = np.zeros((bh, bw), bool)
     py, px = (bh - ph) // 2, (bw - pw) // 2
-    inside[py:py + ph, px:px + pw] = True
     e[py:py + ph, px:px + pw] = patch - target[py:py + ph, px:px + pw]
-    rhs = np.zeros_like(e)
-    for axis in (0, 1):
-        later = lambda x: np.take(x, range(1, x.shape[axis]), axis)  # noqa: E731  pixels 1.. along axis
-        earlier = lambda x: np.take(x, range(x.shape[axis] - 1), axis)  # noqa: E731  pixels ..-2
-        both = later(inside) & earlier(inside)
-        step = (later(e) - earlier(e)) * both[..., None]
-        if axis == 0:
-            rhs[1:] += step
-            rhs[:-1] -= step
-        else:
-            rhs[:, 1:] += step
-            rhs[:, :-1] -= step
-    d = np.zeros_like(e)
-    d[1:-1, 1:-1] = np.moveaxis(_poisson_np(np.moveaxis(rhs[1:-1, 1:-1], -1, 0)), 0, -1)
+    d = rectangle_change_np(e.transpose(2, 0, 1), py, py + ph - 1, px, px + pw - 1)
     out = image.copy()
-    out[top:top + bh, left:left + bw] = np.rint(target + d).clip(0, 255).astype(np.uint8)
+    blended = target[1:-1, 1:-1] + d.transpose(1, 2, 0)
+    out[top + 1:top + bh - 1, left + 1:left + bw - 1] = np.rint(blended).clip(0, 255).astype(np.uint8)
     return out
 
 

@@ -8,7 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from ssad.synth.poisson import poisson_change
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "families.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import families  # noqa: E402
 
 
 def test_families_bench_writes_a_row_per_family_and_allocator(tmp_path):
@@ -33,3 +41,18 @@ def test_families_bench_refuses_counts_below_one(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "0", "--out", str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "at least 1" in run.stderr
+
+
+def test_the_reference_solves_as_the_engine():
+    """The per-image reference's numpy solve against the engine's dense one: the comparison is
+    between one algorithm run per image and run batched."""
+    rng = np.random.default_rng(0)
+    target, patch = rng.random((2, 3, 20, 27))
+    top, bottom, left, right = 3, 12, 5, 20
+    e = np.zeros_like(target)
+    e[:, top:bottom + 1, left:right + 1] = (patch - target)[:, top:bottom + 1, left:right + 1]
+    inside = torch.zeros(1, 1, 20, 27, dtype=torch.bool)
+    inside[..., top:bottom + 1, left:right + 1] = True
+    engine = poisson_change(torch.from_numpy(target)[None], torch.from_numpy(patch)[None], inside)[0]
+    np.testing.assert_allclose(families.rectangle_change_np(e, top, bottom, left, right), engine.numpy(),
+                               rtol=0, atol=1e-12)
