@@ -1,5 +1,5 @@
-"""bench/families.py runs end to end under both allocators and writes its JSON (tiny sizes; no
-timing asserted)."""
+"""bench/families.py and bench/poisson_solve.py run end to end and write their JSON (tiny sizes; no
+timing asserted); the families' per-image Poisson reference solves as the engine does."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def test_the_reference_solves_as_the_engine():
     engine = poisson_change(torch.from_numpy(target)[None], torch.from_numpy(patch)[None], inside)[0]
     np.testing.assert_allclose(families.rectangle_change_np(e, top, bottom, left, right), engine.numpy(),
                                rtol=0, atol=1e-12)
+
+
+def test_poisson_solve_bench_writes_json(tmp_path):
+    out = tmp_path / "poisson_solve.json"
+    subprocess.run([sys.executable, str(SCRIPT.parent / "poisson_solve.py"), "--sizes", "64", "--batch", "4",
+                    "--batches", "1", "--repeats", "1", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["ms_per_call"]) == {"dense", "rectangle"} and row["speedup"] > 0
+    assert row["mask_pixels"] > 0 and row["largest_difference"] <= 1  # the two solves agree to a level
