@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import resource
 import statistics
 import time
@@ -46,7 +45,7 @@ from PIL import Image
 from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
-from synth_throughput import device_name
+from synth_throughput import cpu_environment
 
 FAMILIES = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0)}
 
@@ -230,9 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         with get_context("spawn").Pool(args.workers, initializer=initializer) as pool:
             rows += _measure(pool, allocator, args)
 
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
-           "machine": platform.machine(), "cpu": device_name(torch.device("cpu"))}
-    write_json(args.out, {"env": env, "rows": rows})
+    write_json(args.out, {"env": cpu_environment(workers=args.workers), "rows": rows})
     print("\n| family | size | allocator | per-image, 2 processes (img/s) | batched (img/s) | speed-up (range) "
           "| page faults per batched call |\n|---|---:|---|---:|---:|---:|---:|")
     for r in rows:

@@ -16,7 +16,6 @@ by how much, and mask pixels that differ). Freed memory is kept for reuse
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.synth.poisson import poisson_change, rectangle_change
-from synth_throughput import device_name
+from synth_throughput import cpu_environment
 
 
 def dense_change(target: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         rows.append(measure(size, args))
         print(rows[-1], flush=True)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-           "cpu": device_name(torch.device("cpu"))}
-    write_json(args.out, {"env": env, "rows": rows})
+    write_json(args.out, {"env": cpu_environment(), "rows": rows})
     print("\n| size | dense (ms/call) | rectangle (ms/call) | speed-up (range) | values differing | masks differing |\n"
           "|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -146,6 +146,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_environment(**extra) -> dict:
+    """What a CPU benchmark's JSON records of the machine: torch, its threads, the CPU; plus ``extra``."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "cpu": device_name(torch.device("cpu")), **extra}
+
+
 def markdown_table(results: list[dict], ratios: dict) -> str:
     lines = ["| impl | device | workers | allocator | dtype | images/s |", "|---|---|---:|---|---|---:|"]
     for r in results:
