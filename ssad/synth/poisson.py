@@ -57,14 +57,24 @@ def poisson_solve(rhs: Tensor) -> Tensor:
     """Solve ``4 d_p - sum of d's 4 neighbours = rhs_p`` on (N, n, m) interiors with ``d = 0``
     outside them, exactly, in the sine basis (DST-I along each side)."""
     rows, cols, _ = _sine_solver(*rhs.shape[-2:], rhs.device, rhs.dtype)
-    return _from_sines(rows[1:-1] @ rhs @ cols[1:-1])
+    return _from_sines(_sandwich(rows[1:-1], rhs, cols[1:-1]))
 
 
 def _from_sines(spectrum: Tensor) -> Tensor:
     """The solution (..., n, m) whose right-hand side has the sine transform ``spectrum``
     (divided in place)."""
     rows, cols, eigen = _sine_solver(*spectrum.shape[-2:], spectrum.device, spectrum.dtype)
-    return rows[1:-1] @ spectrum.div_(eigen) @ cols[1:-1]
+    return _sandwich(rows[1:-1], spectrum.div_(eigen), cols[1:-1])
+
+
+def _sandwich(left: Tensor, x: Tensor, right: Tensor) -> Tensor:
+    """``left @ x @ right`` for x (..., n, m) and matrices left (n, n), right (m, m), as two
+    batched products of one problem each. (``x @ right`` alone would fold the batch into one tall
+    product, which runs slower on the CPU: at 192 problems of 116 x 163, 15 against 10 ms.)"""
+    batched = x.reshape(-1, *x.shape[-2:])
+    count = batched.shape[0]
+    out = torch.bmm(torch.bmm(left.expand(count, -1, -1), batched), right.expand(count, -1, -1))
+    return out.reshape(x.shape)
 
 
 @functools.lru_cache(maxsize=16)
