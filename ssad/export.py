@@ -1,13 +1,17 @@
-"""``python -m ssad.export``: a run's detector as a TorchScript or ONNX model, for serving without ssad.
+"""``python -m ssad.export``: a run's detector as a torch.export program, TorchScript or ONNX model,
+for serving without ssad.
 
+    python -m ssad.export --run runs/screw/20261201-2140 --format pt2           # RUN/detector.pt2
     python -m ssad.export --run runs/screw/20261201-2140 --format torchscript   # RUN/detector.torchscript.pt
     python -m ssad.export --run runs/screw/20261201-2140 --format onnx          # RUN/detector.onnx
 
 The exported model takes (B, 3, H, W) float images in [0, 1] (divide uint8 by 255 first) of any
 batch size and side, and returns four tensors, as `ssad.detector.Detection`: image scores (B,),
 anomaly maps (B, 1, H, W), image decisions (B,) bool, pixel decisions (B, 1, H, W) bool, at the
-run's thresholds (``--thresholds`` to choose). ONNX needs the optional extra:
-``pip install -e ".[onnx]"`` (the packages onnx and onnxscript).
+run's thresholds (``--thresholds`` to choose). ``pt2`` is torch's own format, which replaces
+TorchScript (deprecated since torch 2.14): ``torch.export.load(path).module()`` runs it, and
+AOTInductor can compile it. ONNX needs the optional extra: ``pip install -e ".[onnx]"`` (the
+packages onnx and onnxscript).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from torch import Tensor, nn
 from ssad.atomic import atomic_write
 from ssad.detector import THRESHOLDS, Detector, find_detector, load_detector
 
-__all__ = ["main", "export_torchscript", "export_onnx", "FORMATS", "OUTPUT_NAMES"]
+__all__ = ["main", "export_program", "export_torchscript", "export_onnx", "FORMATS", "OUTPUT_NAMES"]
 
-FORMATS = ("torchscript", "onnx")
+#: Each format and its default file name in the run folder.
+FORMATS = {"pt2": "detector.pt2", "torchscript": "detector.torchscript.pt", "onnx": "detector.onnx"}
 OUTPUT_NAMES = ("scores", "maps", "anomalous", "defect_masks")
 
 
@@ -45,6 +50,18 @@ def _example(detector: Detector) -> Tensor:
     device = next(detector.parameters()).device
     size = detector.image_size
     return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def _any_size() -> tuple[dict[int, torch.export.Dim]]:
+    """torch.export's dynamic shapes for the one input: any batch size, height and width."""
+    return ({0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")},)
+
+
+def export_program(detector: Detector, path: Path) -> None:
+    """Export ``detector`` with `torch.export` (any batch size and side) and save the program
+    to ``path`` atomically; ``torch.export.load(path).module()`` runs it."""
+    program = torch.export.export(_Plain(detector).eval(), (_example(detector),), dynamic_shapes=_any_size())
+    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp)))
 
 
 def export_torchscript(detector: Detector, path: Path) -> None:
@@ -67,24 +84,23 @@ def export_onnx(detector: Detector, path: Path) -> None:
             f"ONNX export needs the package(s) {', '.join(missing)}: pip install -e \".[onnx]\" "
             f"(or use --format torchscript, which needs nothing more)."
         )
-    batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
-
     def write(tmp: Path) -> None:
         torch.onnx.export(
             _Plain(detector).eval(), (_example(detector),), str(tmp), dynamo=True, external_data=False,
             input_names=["images"], output_names=list(OUTPUT_NAMES),
-            dynamic_shapes=({0: batch, 2: height, 3: width},),
+            dynamic_shapes=_any_size(),
         )
 
     atomic_write(path, write)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssad.export", description=__doc__.splitlines()[0].strip("`: "))
+    summary = " ".join(__doc__.split("\n\n")[0].split(": ", 1)[1].split())
+    p = argparse.ArgumentParser(prog="python -m ssad.export", description=summary)
     p.add_argument("--run", type=Path, required=True,
                    help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
     p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument("--out", type=Path, help="output file (default: RUN/detector.torchscript.pt or RUN/detector.onnx)")
+    p.add_argument("--out", type=Path, help="output file (default: RUN/" + ", RUN/".join(FORMATS.values()) + ")")
     p.add_argument("--thresholds", choices=THRESHOLDS, help="decision thresholds (default: the run's)")
     return p
 
@@ -92,12 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = find_detector(args.run)
-    out = args.out or path.parent / ("detector.torchscript.pt" if args.format == "torchscript" else "detector.onnx")
+    out = args.out or path.parent / FORMATS[args.format]
     try:
         detector = load_detector(path)
         if args.thresholds:
             detector.use_thresholds(args.thresholds)
-        (export_torchscript if args.format == "torchscript" else export_onnx)(detector, out)
+        {"pt2": export_program, "torchscript": export_torchscript, "onnx": export_onnx}[args.format](detector, out)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

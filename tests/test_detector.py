@@ -120,11 +120,15 @@ def test_detector_from_another_version_or_missing_is_refused(run, tmp_path, caps
         load_detector(tmp_path / "nowhere" / "detector.pt")
 
 
-def test_torchscript_export_equals_the_detector(run, tmp_path):
-    path = tmp_path / "model.pt"
-    assert export_main(["--run", str(run), "--format", "torchscript", "--out", str(path)]) == 0
-    exported, detector = torch.jit.load(str(path)), load_detector(run / "detector.pt")
-    for shape in [(5, 3, 64, 64), (2, 3, 90, 70)]:  # traced at (2, 3, 64, 64)
+@pytest.mark.parametrize("format_, loader", [
+    ("pt2", lambda path: torch.export.load(path).module()),
+    pytest.param("torchscript", torch.jit.load, marks=pytest.mark.filterwarnings("ignore:`torch.jit.load`")),
+])
+def test_export_equals_the_detector(run, tmp_path, format_, loader):
+    path = tmp_path / "model"
+    assert export_main(["--run", str(run), "--format", format_, "--out", str(path)]) == 0
+    exported, detector = loader(str(path)), load_detector(run / "detector.pt")
+    for shape in [(5, 3, 64, 64), (2, 3, 90, 70), (1, 3, 64, 80)]:  # exported at (2, 3, 64, 64)
         images = torch.rand(shape, generator=torch.Generator().manual_seed(1))
         for ours, theirs in zip(detector(images), exported(images)):
             torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
