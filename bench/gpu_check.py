@@ -15,6 +15,9 @@ skips what no longer fits:
 - ``tiles``: the fused `apply` at batch 1024 (uint8) for other tile sizes and warps;
 - ``graphed``: the whole fused synthesizer replayed from a CUDA graph (`ssad.graphs.CudaGraphed`)
   against eager calls, uint8, batch 32 to 1024: the launch overhead of the ~250 small sampling ops;
+- ``families``: the Perlin and Poisson families and a mix (torch code, no fused kernel): no host
+  sync (CUDA's sync debug mode set to error), the batch the CPU makes from the same params, the
+  per-sample streams' params on the GPU against the CPU's, and images/s, uint8, batch 32 to 1024;
 - ``train_step``, ``train_step_graphed``: ``bench/train_step.py``, eager, then with the data side
   replayed from a CUDA graph, as subprocesses; their JSON is embedded;
 - ``pytest``: ``tests/test_kernels.py``, ``tests/test_graphs.py`` and the CUDA-graph training test
@@ -43,8 +46,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # ssad may not be installed yet when this script starts (see `ensure_ssad_importable`)
+    from ssad.synth import SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_IMAGES_PER_S = 500_000  # fused, uint8, 256 x 256, batch 1024
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     part("throughput", lambda: throughput(args))
     part("tiles", lambda: tiles(args))
     part("graphed", lambda: graphed(args))
+    part("families", lambda: families(args))
 
     def budget_left() -> float:
         """Seconds a subprocess may still take (at least 10)."""
@@ -289,6 +297,94 @@ def _graphed_at(batch: int, args: argparse.Namespace) -> dict:
             "graphed_ms_per_batch": graphed_seconds * 1e3, "speedup": eager / graphed_seconds}
 
 
+#: The configs `families` checks: each family alone (every sample a defect) and a mix.
+FAMILY_CONFIGS = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0), "mix": (0.5, 0.25, 0.25)}
+
+
+def families(args: argparse.Namespace) -> list[dict]:
+    """Per family config: no sync, the device against the CPU, then images/s of the whole synthesizer."""
+    from ssad.synth import DefectSynthesizer, SynthConfig
+
+    results = []
+    for name, family_probs in FAMILY_CONFIGS.items():
+        config = SynthConfig(class_probs=(0.0, 1.0, 0.0) if name != "mix" else (1 / 3, 1 / 3, 1 / 3),
+                             family_probs=family_probs, check_values=False)
+        shape = (args.equality_batch, 3, args.size, args.size)
+        images = random_images(shape, torch.uint8, args.device, seed=7)
+        object_masks = torch.zeros(1, 1, args.size, args.size, dtype=torch.bool, device=args.device)
+        object_masks[..., args.size // 8: -args.size // 8, args.size // 8: -args.size // 8] = True
+        synth = DefectSynthesizer(config)
+        generator = torch.Generator(args.device).manual_seed(0)
+        record = {"family": name, "batch": shape[0], "size": args.size,
+                  "sync_free": _sync_free(lambda: synth(images, object_masks, generator=generator), args),
+                  **_family_against_cpu(config, images, object_masks),
+                  **_streams_against_cpu(config, images, object_masks)}
+        record["passed"] = (record["sync_free"] in (True, "not checked on the CPU")
+                            and record["fraction_over_one_level"] <= 1e-3 and record["mask_fraction_differing"] <= 1e-3
+                            and record["streams_integer_params_equal"])
+        record["images_per_s"] = {}
+        for batch in args.batches:
+            batch_images = random_images((batch, 3, args.size, args.size), torch.uint8, args.device, seed=batch)
+            seconds = time_per_call(lambda: synth(batch_images, object_masks, generator=generator), args)
+            record["images_per_s"][batch] = batch / seconds
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        results.append(record)
+        print(f"  {record}")
+    return results
+
+
+def _family_against_cpu(config: SynthConfig, images: torch.Tensor, object_masks: torch.Tensor) -> dict:
+    """The same params applied on the images' device and on the CPU: how far the batches differ."""
+    from ssad.synth import apply, sample_params
+
+    params = sample_params(images.shape, config, device=images.device, object_masks=object_masks,
+                           generator=torch.Generator(images.device).manual_seed(1))
+    out, masks = apply(images, params, config)
+    cpu_out, cpu_masks = apply(images.cpu(), {k: v.cpu() for k, v in params.items()}, config)
+    levels = (out.cpu().int() - cpu_out.int()).abs()
+    return {"max_level_diff": int(levels.max()), "fraction_over_one_level": float((levels > 1).double().mean()),
+            "mask_fraction_differing": float((masks.cpu() != cpu_masks).double().mean())}
+
+
+def _streams_against_cpu(config: SynthConfig, images: torch.Tensor, object_masks: torch.Tensor) -> dict:
+    """Per-sample streams draw the same numbers on every device (24-bit integers): the params
+    they give on the images' device against the CPU's (floats may differ by rounding)."""
+    from ssad.synth import SampleStreams, sample_params
+
+    indices = torch.arange(images.shape[0])
+    here = sample_params(images.shape, config, device=images.device, object_masks=object_masks,
+                         generator=SampleStreams(0, indices.to(images.device)))
+    there = sample_params(images.shape, config, object_masks=object_masks.cpu(), generator=SampleStreams(0, indices))
+    here = {k: v.cpu() for k, v in here.items()}
+    floats = [k for k in there if there[k].is_floating_point()]
+    record = {
+        "streams_max_param_diff": max(float((here[k].double() - there[k].double()).abs().max()) for k in floats),
+        "streams_integer_params_equal": all(torch.equal(here[k], there[k]) for k in there
+                                            if k not in floats and k != "perlin_mask"),
+    }
+    if "perlin_mask" in there:
+        record["streams_perlin_mask_fraction_differing"] = float(
+            (here["perlin_mask"] != there["perlin_mask"]).double().mean())
+    return record
+
+
+def _sync_free(step: Callable[[], object], args: argparse.Namespace) -> bool | str:
+    """Whether ``step`` runs on CUDA without a host-device sync (True), or the error naming the sync."""
+    if args.device != "cuda":
+        return "not checked on the CPU"
+    step()  # warm-up: cached bases and one-time setup may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        return True
+    except RuntimeError as error:
+        return f"syncs: {error}"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
     """Run ``bench/<name>`` with ``--out``; return its JSON, or raise with its output's tail."""
     script = ROOT / "bench" / name
@@ -358,6 +454,8 @@ def summarise(report: dict) -> None:
     summary: dict = {"equality_passed": None, "pytest_passed": parts.get("pytest", {}).get("result", {}).get("passed")}
     if "result" in parts.get("equality", {}):
         summary["equality_passed"] = all(r["passed"] for r in parts["equality"]["result"])
+    if "result" in parts.get("families", {}):
+        summary["families_passed"] = all(r["passed"] for r in parts["families"]["result"])
     if "result" in parts.get("throughput", {}):
         rates = {(r["what"], r["impl"], r["dtype"], r["batch"]): r["images_per_s"]
                  for r in parts["throughput"]["result"]}
