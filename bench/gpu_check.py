@@ -1,6 +1,6 @@
 """One prepared check for a lent GPU machine: the fused kernel equals the reference, and how fast.
 
-    python3 bench/gpu_check.py             # on the GPU machine, about 3 to 5 minutes
+    python3 bench/gpu_check.py             # on the GPU machine, about 4 to 6 minutes
     python3 bench/gpu_check.py --dry-run   # anywhere: CPU, Triton's interpreter, tiny sizes (< 2 min)
 
 Parts, in order; each records its error and the run goes on, and the time budget (``--budget-s``)
@@ -18,6 +18,10 @@ skips what no longer fits:
 - ``families``: the Perlin and Poisson families and a mix (torch code, no fused kernel): no host
   sync (CUDA's sync debug mode set to error), the batch the CPU makes from the same params, the
   per-sample streams' params on the GPU against the CPU's, and images/s, uint8, batch 32 to 1024;
+- ``demo_run``: the whole pipeline on the device, as a user runs it: the README's quick start
+  (``python -m ssad.run --demo --config configs/demo.toml``: training, fit, score), then
+  ``python -m ssad.predict`` on the demo's test images and ``python -m ssad.export --format pt2``;
+  exit codes, metrics, seconds;
 - ``train_step``, ``train_step_graphed``: ``bench/train_step.py``, eager, then with the data side
   replayed from a CUDA graph, as subprocesses; their JSON is embedded;
 - ``pytest``: ``tests/test_kernels.py``, ``tests/test_graphs.py`` and the CUDA-graph training test
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         """Seconds a subprocess may still take (at least 10)."""
         return max(10.0, args.budget_s - (time.perf_counter() - started))
 
+    part("demo_run", lambda: demo_run(args, timeout=min(240.0, budget_left())))
     train_step_args = (["--device", "cpu", "--size", "64", "--batch", "4", "--dataset", "8", "--steps", "1",
                         "--warmup", "0"] if args.dry_run else ["--device", "cuda"])
     part("train_step", lambda: run_bench_script("train_step.py", train_step_args, timeout=min(120.0, budget_left())))
@@ -385,6 +390,36 @@ def _sync_free(step: Callable[[], object], args: argparse.Namespace) -> bool | s
         torch.cuda.set_sync_debug_mode("default")
 
 
+def demo_run(args: argparse.Namespace, timeout: float) -> dict:
+    """Train, fit and score a demo category on the device, predict its test images, export the
+    detector: the CLI path end to end (a short run: what it checks is that it works, not quality)."""
+    with tempfile.TemporaryDirectory() as folder:
+        env = compiled_env() | {"SSAD_CACHE_DIR": str(Path(folder) / "cache")}
+        run, test_images = Path(folder) / "run", Path(folder) / "cache" / "demo" / "demo_object" / "test"
+        commands = {
+            # The README's quick start (demo_object, 300 steps at 128 px), on the device.
+            "run": ["ssad.run", "--demo", "--config", "configs/demo.toml", "--device", args.device, "--out", str(run),
+                    "--no-progress", *(["--image-size", "64", "--steps", "10"] if args.dry_run else [])],
+            "predict": ["ssad.predict", "--run", str(run), str(test_images), "--device", args.device,
+                        "--no-progress", "--maps"],
+            "export": ["ssad.export", "--run", str(run), "--format", "pt2"],
+        }
+        started, result = time.perf_counter(), {}
+        for name, command in commands.items():
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=max(10.0, timeout - (t0 - started)))
+            result[name] = {"returncode": done.returncode, "seconds": round(time.perf_counter() - t0, 1),
+                            "tail": (done.stdout + done.stderr)[-1500:]}
+            if done.returncode != 0:
+                break
+        if (run / "metrics.json").exists():
+            result["metrics"] = json.loads((run / "metrics.json").read_text())
+            result["device_in_meta"] = json.loads((run / "meta.json").read_text()).get("device")
+        result["passed"] = all(result.get(name, {}).get("returncode") == 0 for name in commands)
+        return result
+
+
 def run_bench_script(name: str, script_args: list[str], timeout: float) -> dict:
     """Run ``bench/<name>`` with ``--out``; return its JSON, or raise with its output's tail."""
     script = ROOT / "bench" / name
@@ -456,6 +491,7 @@ def summarise(report: dict) -> None:
         summary["equality_passed"] = all(r["passed"] for r in parts["equality"]["result"])
     if "result" in parts.get("families", {}):
         summary["families_passed"] = all(r["passed"] for r in parts["families"]["result"])
+    summary["demo_run_passed"] = parts.get("demo_run", {}).get("result", {}).get("passed")
     if "result" in parts.get("throughput", {}):
         rates = {(r["what"], r["impl"], r["dtype"], r["batch"]): r["images_per_s"]
                  for r in parts["throughput"]["result"]}
