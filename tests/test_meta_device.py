@@ -2,7 +2,8 @@
 
 An op there fails if it reads a value back to the host (``.item()``, ``bool(t)``, ``nonzero``,
 ``.cpu()``) or mixes in a tensor made on the CPU: the two mistakes that stall a GPU step or break
-it, caught here without a GPU. Every sample config, input dtype and random source goes through.
+it, caught here without a GPU. Every sample config, input dtype and random source goes through,
+and a fitted detector's scoring with each patch scorer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ssad.config import ScoreConfig
+from ssad.detector import fit_detector
+from ssad.model import create_model
+from ssad.score import PATCH_SCORERS
 from ssad.synth import DefectSynthesizer, SampleStreams, SynthConfig, object_mask
 from ssad.synth.kornia import RandomDefects
 from ssad.train import augment_normals
@@ -54,3 +59,17 @@ def test_object_masks_augmentation_and_kornia_stay_on_the_device():
     moved, moved_masks = augment_normals(images, 0.1, True, None, rotate=True, object_masks=masks[:1])
     assert moved.device == moved_masks.device == META and moved_masks.shape == (4, 1, 64, 64)
     assert RandomDefects()(moved).device == META
+
+
+@pytest.mark.parametrize("patch_scorer", PATCH_SCORERS)
+def test_detector_scores_on_the_device(patch_scorer):
+    """A detector fitted on the CPU, moved to the device, scores any size without leaving it."""
+    torch.manual_seed(0)
+    model, _ = create_model("scratch")
+    train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
+    config = ScoreConfig(image_score="density", patch_scorer=patch_scorer, patch_memory=300)
+    detector = fit_detector(model, train, config, moves=False).to(META)
+    for dtype in (torch.uint8, torch.float32):
+        out = detector(torch.empty(3, 3, 90, 70, dtype=dtype, device=META))
+        assert all(t.device == META for t in out)
+        assert out.scores.shape == (3,) and out.maps.shape == out.defect_masks.shape == (3, 1, 90, 70)
