@@ -42,8 +42,9 @@ class SynthConfig:
     scar_aspect: tuple[Interval, ...] = ((0.05, 0.5), (2.5, 3.3))
     scar_angle: Interval = (-45.0, 45.0)
     fill_probs: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    #: Float inputs are checked to lie in [0, 1]. The check reads one boolean back from the
-    #: device; turn it off in a GPU hot loop once the pipeline is known good (uint8 needs none).
+    #: Float inputs are checked to lie in [0, 1]: on CUDA by a device-side assert (no read-back;
+    #: a batch out of range stops the process at the next sync), on the CPU at once; devices
+    #: without an asynchronous assert (e.g. mps) read one boolean back. uint8 needs no check.
     check_values: bool = True
     backend: str = "auto"
     #: Which family makes each big (label 1) defect: the spec's polygon cut-paste, a Perlin-noise
