@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ssad.cpu import native_bf16
 from ssad.score import PATCH_SCORERS
 from ssad.synth import SynthConfig
 
@@ -49,7 +52,10 @@ class TrainConfig:
     #: at any angle) or "any" (always). "none" by measurement: on screw at 128 px, shifted-only
     #: normals gave image / pixel AUROC 0.834 / 0.961, rotated ones 0.697 / 0.931 (README, results).
     rotate: str = "none"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    amp: bool = True  # bf16 autocast on CUDA
+    #: bf16 autocast on the CPU too, where it computes bf16 natively (`ssad.cpu.native_bf16`;
+    #: elsewhere bf16 is emulated and slower: ignored there, with a note in meta.json).
+    cpu_amp: bool = False
     channels_last: bool = True
     compile: bool = False
     #: Replay the data side of each step from a CUDA graph (`ssad.graphs.CudaGraphed`); same
@@ -77,6 +83,13 @@ class TrainConfig:
     def rotates(self, moves: bool) -> bool:
         """Whether to rotate the normal images: ``rotate``, with "auto" resolved by whether the object moves."""
         return self.rotate == "any" or (self.rotate == "auto" and moves)
+
+    def uses_amp(self, device: torch.device) -> bool:
+        """Whether training on ``device`` runs under bf16 autocast: ``amp`` on CUDA, ``cpu_amp`` on a
+        CPU with native bf16."""
+        if device.type == "cuda":
+            return self.amp
+        return device.type == "cpu" and self.cpu_amp and native_bf16()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""CPU allocator setting for large per-step tensors.
+"""CPU settings: the allocator for large per-step tensors, and whether bf16 is native.
 
 glibc serves allocations above 32 MB with fresh ``mmap`` pages and returns them on free, so every
 large CPU tensor made per step (a 64 x 3 x 256 x 256 float batch is 50 MB) pays page faults on
@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-__all__ = ["retain_freed_memory"]
+import torch
+
+__all__ = ["retain_freed_memory", "native_bf16"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -32,3 +34,12 @@ def retain_freed_memory() -> bool:
     # mallopt returns 1 on success; both are needed: without the trim threshold freed blocks at
     # the top of the heap are handed back to the system anyway.
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX instructions), so that bf16
+    autocast speeds training up. Elsewhere oneDNN emulates bf16 and it runs slower than float32
+    (here, with oneDNN held to plain AVX-512: 1,751 against 818 ms for a ResNet-18 step of 32
+    images at 128 px)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)

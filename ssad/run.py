@@ -117,6 +117,9 @@ def _main(args: argparse.Namespace) -> int:
         retain_freed_memory()  # large per-step tensors reuse memory instead of faulting in fresh pages
         if not args.device:
             notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
+        if config.train.cpu_amp and not config.train.uses_amp(device):
+            notes.add("train.cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs slower "
+                      "than float32: training in float32.")
 
     root = _data_root(args)
     categories = _categories(root, config.data.category, args.demo)

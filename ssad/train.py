@@ -152,7 +152,7 @@ def train(
         )
     if cfg.compile:
         net = torch.compile(net)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.uses_amp(device))
 
     def save() -> None:
         streams = _gather_from_ranks({"generator": generator.get_state(), "sampler": sampler.state_dict()}, world)

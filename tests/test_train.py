@@ -90,6 +90,23 @@ def test_cuda_graph_training_equals_eager_and_resumes_exactly(demo_root, tmp_pat
         assert torch.equal(value, straight[key]) and torch.equal(value, resumed[key]), key
 
 
+def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it_and_resumes_exactly(demo, tmp_path, monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    asked = _config(4, cpu_amp=True, checkpoint_every=2, log_every=1)
+    monkeypatch.setattr("ssad.config.native_bf16", lambda: False)  # emulated bf16 runs slower: not used
+    assert not asked.train.uses_amp(cpu)
+    monkeypatch.setattr("ssad.config.native_bf16", lambda: True)  # forced below even where emulated
+    assert asked.train.uses_amp(cpu) and not _config(4).train.uses_amp(cpu)
+    assert _config(4).train.uses_amp(cuda) and not _config(4, amp=False, cpu_amp=True).train.uses_amp(cuda)
+
+    fp32 = train(_config(4, checkpoint_every=2, log_every=1), demo, tmp_path / "fp32", progress=False)
+    bf16 = train(asked, demo, tmp_path / "bf16", progress=False).model.state_dict()
+    assert any(not torch.equal(value, bf16[key]) for key, value in fp32.model.state_dict().items())
+    resumed = _trained_with_an_interruption(asked, demo, tmp_path / "resumed", at_step=2)
+    for key, value in bf16.items():
+        assert torch.equal(value, resumed[key]), key
+
+
 def test_cuda_graph_is_ignored_off_cuda(demo, tmp_path):
     eager = train(_config(2), demo, tmp_path / "eager", progress=False).model.state_dict()
     asked = train(_config(2, cuda_graph=True), demo, tmp_path / "asked", progress=False).model.state_dict()
