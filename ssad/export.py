@@ -82,8 +82,9 @@ def export_onnx(detector: Detector, path: Path) -> None:
     if missing:
         raise RuntimeError(
             f"ONNX export needs the package(s) {', '.join(missing)}: pip install -e \".[onnx]\" "
-            f"(or use --format torchscript, which needs nothing more)."
+            f"(or use --format pt2 or torchscript, which need nothing more)."
         )
+
     def write(tmp: Path) -> None:
         torch.onnx.export(
             _Plain(detector).eval(), (_example(detector),), str(tmp), dynamo=True, external_data=False,
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True,
                    help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
     p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument("--out", type=Path, help="output file (default: RUN/" + ", RUN/".join(FORMATS.values()) + ")")
+    defaults = ", ".join(f"RUN/{name}" for name in FORMATS.values())
+    p.add_argument("--out", type=Path, help=f"output file (default, by format: {defaults})")
     p.add_argument("--thresholds", choices=THRESHOLDS, help="decision thresholds (default: the run's)")
     return p
 
