@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,8 +31,6 @@ from ssad.detector import THRESHOLDS, Detector, find_detector, load_detector
 
 __all__ = ["main", "export_program", "export_torchscript", "export_onnx", "FORMATS", "OUTPUT_NAMES"]
 
-#: Each format and its default file name in the run folder.
-FORMATS = {"pt2": "detector.pt2", "torchscript": "detector.torchscript.pt", "onnx": "detector.onnx"}
 OUTPUT_NAMES = ("scores", "maps", "anomalous", "defect_masks")
 
 
@@ -95,13 +94,21 @@ def export_onnx(detector: Detector, path: Path) -> None:
     atomic_write(path, write)
 
 
+#: Each format: its default file name in the run folder and the function that writes it.
+FORMATS: dict[str, tuple[str, Callable[[Detector, Path], None]]] = {
+    "pt2": ("detector.pt2", export_program),
+    "torchscript": ("detector.torchscript.pt", export_torchscript),
+    "onnx": ("detector.onnx", export_onnx),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     summary = " ".join(__doc__.split("\n\n")[0].split(": ", 1)[1].split())
     p = argparse.ArgumentParser(prog="python -m ssad.export", description=summary)
     p.add_argument("--run", type=Path, required=True,
                    help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
     p.add_argument("--format", choices=FORMATS, required=True)
-    defaults = ", ".join(f"RUN/{name}" for name in FORMATS.values())
+    defaults = ", ".join(f"RUN/{name}" for name, _ in FORMATS.values())
     p.add_argument("--out", type=Path, help=f"output file (default, by format: {defaults})")
     p.add_argument("--thresholds", choices=THRESHOLDS, help="decision thresholds (default: the run's)")
     return p
@@ -110,12 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = find_detector(args.run)
-    out = args.out or path.parent / FORMATS[args.format]
+    name, write = FORMATS[args.format]
+    out = args.out or path.parent / name
     try:
         detector = load_detector(path)
         if args.thresholds:
             detector.use_thresholds(args.thresholds)
-        {"pt2": export_program, "torchscript": export_torchscript, "onnx": export_onnx}[args.format](detector, out)
+        write(detector, out)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
