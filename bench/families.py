@@ -6,8 +6,8 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
   do in their DataLoader workers), with the engine's algorithm: its own noise lattices, rotation,
   union or intersection, threshold, object gating and blend, the noise evaluated on the same
   coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
-  sine-basis Poisson solve (the source on the patch rectangle's edges), one box, sized to its own
-  patch, at a time. Run in ``--workers`` processes of one BLAS thread each, one image per task,
+  sine-basis Poisson solve (the source on the patch rectangle's edges), one box, its own patch
+  with a one-pixel ring, at a time. Run in ``--workers`` processes of one BLAS thread each, one image per task,
   as a DataLoader does.
 * ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
   ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
@@ -135,7 +135,7 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
     sw, sh = min(size, max(1, int(pw / scale))), min(size, max(1, int(ph / scale)))
     sx, sy = rng.integers(0, size - sw + 1), rng.integers(0, size - sh + 1)
     patch = np.asarray(Image.fromarray(other[sy:sy + sh, sx:sx + sw]).resize((pw, ph), Image.BILINEAR), np.float32)
-    bh, bw = min(size, math.ceil(ph * 1.5) + 2), min(size, math.ceil(pw * 1.5) + 2)
+    bh, bw = min(size, ph + 2), min(size, pw + 2)
     top, left = rng.integers(0, size - bh + 1), rng.integers(0, size - bw + 1)
     target = image[top:top + bh, left:left + bw].astype(np.float32)
     e = np.zeros_like(target)

@@ -3,6 +3,8 @@ definitions, the batched Poisson solve against a direct one, vectorization, repl
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -258,6 +260,25 @@ def test_poisson_samples_change_only_their_box():
     far = ((xs - centre[:, 0, None, None]).abs() > box_w / 2 + 1) \
         | ((ys - centre[:, 1, None, None]).abs() > box_h / 2 + 1)
     assert not (out.masks[:, 0] & far).any()
+
+
+def test_the_largest_patch_is_its_whole_domain():
+    """As in Poisson image editing, the box is the largest patch with a one-pixel ring that keeps
+    the image's values: a patch of that size changes nothing outside its rectangle (give or take
+    the pixel its size rounds to), however much the blend corrects inside."""
+    from ssad.synth.poisson import poisson_box
+
+    assert poisson_box((0.3, 0.3), (1.0, 1.0), SIZE, SIZE) == (math.ceil(0.3 * SIZE) + 2,) * 2
+    config = SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 0.0, 1.0), poisson_size=(0.299, 0.3),
+                         poisson_aspect=(0.999, 1.0), **NO_JITTER)
+    images, sources = _images(16, seed=1), _images(16, seed=2)
+    out = DefectSynthesizer(config)(images, source_images=sources, generator=torch.Generator().manual_seed(4))
+    changed = (out.images - images).abs().amax(dim=1) > 1e-6  # (B, H, W)
+    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
+    centre, half = out.params["poisson_centre"][:, :, None, None], out.params["poisson_size"][:, :, None, None] / 2
+    beyond = ((xs - centre[:, 0]).abs() > half[:, 0] + 1) | ((ys - centre[:, 1]).abs() > half[:, 1] + 1)
+    assert changed.flatten(1).sum(dim=1).min() > 0.5 * (0.3 * SIZE) ** 2
+    assert not (changed & beyond).any()
 
 
 @pytest.mark.parametrize("aspect", [(0.5, 0.55), (1.9, 2.0), (0.5, 2.0)])

@@ -1,9 +1,9 @@
 """The Poisson-blended patch family (NSA style), batched: a patch of another image, resampled,
 pasted at a place inside the object and blended in the gradient domain, so no seam gives it away.
 
-Every sample works in a compositing box of one fixed size (`poisson_box`) centred on its patch,
-its long side along the patch's (a tall patch's box is a wide one's transpose: the solve does
-not care, and no box needs the longest side twice).
+Every sample works in a compositing box of one fixed size (`poisson_box`: the largest patch with
+a one-pixel ring) centred on its patch, its long side along the patch's (a tall patch's box is a
+wide one's transpose: the solve does not care, and no box needs the longest side twice).
 Inside the box the blended image ``f`` keeps the patch's gradients inside the patch rectangle and
 the image's own gradients elsewhere, and equals the image on the box's border: the discrete
 Poisson equation with Dirichlet boundary. For the difference ``d = f - image`` it reads
@@ -33,16 +33,18 @@ __all__ = [
 
 def poisson_box(size: tuple[float, float], aspect: tuple[float, float], height: int, width: int) -> tuple[int, int]:
     """(short, long) sides of the compositing box: the largest patch of ``size`` (fractions of
-    the image side) and ``aspect`` (width / height), its long side along the box's long side, with
-    a margin of a quarter of its side on every side (the seam's correction spreads there), and at
-    most the image's shorter side. A wide patch's box has ``short`` rows, a tall one's ``short``
-    columns: turning tall boxes spares the solve the square of the longest side."""
+    the image side) and ``aspect`` (width / height), its long side along the box's long side,
+    with a one-pixel ring around it (the boundary, which keeps the image's values), and at most
+    the image's shorter side. As in Poisson image editing (and NSA), the largest patch is the
+    solve's whole domain; a smaller one has the rest of the box around it, where the image keeps
+    its own gradients. A wide patch's box has ``short`` rows, a tall one's ``short`` columns:
+    turning tall boxes spares the solve the square of the longest side."""
     side = size[1] * math.sqrt(height * width)
     elongation = [max(a, 1 / a) for a in aspect]  # long side / short side, at the interval's ends
     least = 1.0 if aspect[0] <= 1 <= aspect[1] else min(elongation)
     long_side, short_side = side * math.sqrt(max(elongation)), side / math.sqrt(least)
-    longest = min(height, width, math.ceil(long_side * 1.5) + 2)
-    return min(longest, math.ceil(short_side * 1.5) + 2), longest
+    longest = min(height, width, math.ceil(long_side) + 2)
+    return min(longest, math.ceil(short_side) + 2), longest
 
 
 def box_on_image(patch_size: Tensor, short: int, long: int) -> tuple[Tensor, Tensor]:
