@@ -125,7 +125,7 @@ def rectangle_change_np(e: np.ndarray, top: int, bottom: int, left: int, right: 
 
 def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndarray:
     """One image (H, W, 3) uint8 with a patch of ``other`` resampled (PIL) and Poisson-blended."""
-    image, other, _inside, seed = task
+    image, other, inside, seed = task
     rng = np.random.default_rng(seed)
     size = image.shape[0]
     side = rng.uniform(0.1, 0.3) * size
@@ -136,7 +136,13 @@ def poisson_one(task: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> np.ndar
     sx, sy = rng.integers(0, size - sw + 1), rng.integers(0, size - sh + 1)
     patch = np.asarray(Image.fromarray(other[sy:sy + sh, sx:sx + sw]).resize((pw, ph), Image.BILINEAR), np.float32)
     bh, bw = min(size, ph + 2), min(size, pw + 2)
-    top, left = rng.integers(0, size - bh + 1), rng.integers(0, size - bw + 1)
+    # As the engine: the box's centre on an object pixel where the box fits (anywhere if none).
+    admissible = np.flatnonzero(inside[bh // 2:size - (bh - 1) // 2, bw // 2:size - (bw - 1) // 2])
+    if admissible.size:
+        y, x = np.divmod(rng.choice(admissible), size - bw + 1)
+    else:
+        y, x = rng.integers(0, size - bh + 1), rng.integers(0, size - bw + 1)
+    top, left = int(y), int(x)
     target = image[top:top + bh, left:left + bw].astype(np.float32)
     e = np.zeros_like(target)
     py, px = (bh - ph) // 2, (bw - pw) // 2
