@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch.nn.functional import grid_sample
 
 from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
 from ssad.synth.perlin import perlin_noise, shuffle_tiles
@@ -320,6 +321,25 @@ def test_default_config_draws_no_family_parameters():
     with_families = sample_params((8, 3, SIZE, SIZE), SynthConfig(family_probs=(0.5, 0.25, 0.25)),
                                   generator=torch.Generator().manual_seed(0))
     assert torch.equal(p["centre"], with_families["centre"]) and torch.equal(p["labels"], with_families["labels"])
+
+
+def test_poisson_sources_of_large_images_are_sampled_in_slices(monkeypatch):
+    """Above 128 x 128 pixels the sources' float copy is made a slice of the batch at a time:
+    the same patches as from one copy (each sample's bilinear reads are its own)."""
+    import ssad.synth.functional as functional
+
+    size = 144
+    images = torch.randint(0, 256, (10, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    synth = DefectSynthesizer(SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 0.0, 1.0)))
+    calls = []
+    monkeypatch.setattr(functional.F, "grid_sample", lambda x, *a, **k: calls.append(len(x)) or grid_sample(x, *a, **k))
+    sliced = synth(images, generator=torch.Generator().manual_seed(1))
+    assert calls == [2, 2, 1, 1, 1, 1, 1, 1]  # 10 samples in 8 slices
+    calls.clear()
+    monkeypatch.setattr(functional, "SLICES", 1)
+    whole = synth(images, generator=torch.Generator().manual_seed(1))
+    assert calls == [10]
+    assert sliced.masks.any() and torch.equal(sliced.images, whole.images) and torch.equal(sliced.masks, whole.masks)
 
 
 def test_same_operations_for_any_batch_size_with_every_family(ops_by_batch, reads_back):
