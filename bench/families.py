@@ -5,10 +5,10 @@ For each family (Perlin blob, Poisson patch) and each ``--size``, images/s of
 * ``per-image``: the family written per sample in numpy and PIL (what DRAEM, MemSeg, GLASS and NSA
   do in their DataLoader workers), with the engine's algorithm: its own noise lattices, rotation,
   union or intersection, threshold, object gating and blend, the noise evaluated on the same
-  coarse grid and resized (PIL); or a patch resampled with PIL and blended by the same exact
-  sine-basis Poisson solve (the source on the patch rectangle's edges), one box, its own patch
-  with a one-pixel ring, at a time. Run in ``--workers`` processes of one BLAS thread each, one image per task,
-  as a DataLoader does.
+  coarse grid and resized (PIL); or a patch resampled with PIL, placed on the object and
+  blended by the same exact sine-basis Poisson solve (the source on the patch rectangle's
+  edges), one box, its own patch with a one-pixel ring, at a time. Run in ``--workers``
+  processes of one BLAS thread each, one image per task, as a DataLoader does.
 * ``batched``: `ssad.synth.DefectSynthesizer` with that family only, one call per batch of
   ``--batch`` (every sample gets a defect: class_probs (0, 1, 0)), and no colour jitter, as the
   reference has none (the engine then skips its colour map).
