@@ -11,7 +11,7 @@ from torch.nn.functional import grid_sample
 
 from ssad.synth import DefectSynthesizer, SynthConfig, apply, sample_params
 from ssad.synth.perlin import perlin_noise, shuffle_tiles
-from ssad.synth.poisson import poisson_blend, poisson_change, poisson_solve, rectangle_change
+from ssad.synth.poisson import poisson_blend, poisson_box, poisson_change, poisson_solve, rectangle_change
 
 SIZE = 64
 ONLY_BIG = (0.0, 1.0, 0.0)  # every sample gets a big defect
@@ -252,8 +252,6 @@ def test_poisson_samples_change_only_their_box():
     level = torch.maximum(0.1 * largest, torch.tensor(1 / 255))
     assert not (out.masks & (change < level - 1e-5)).any() and not (~out.masks & (change > level + 1e-5)).any()
     # Nothing changes farther from the patch centre than the box reaches.
-    from ssad.synth.poisson import poisson_box
-
     short, long = poisson_box(config.poisson_size, config.poisson_aspect, SIZE, SIZE)
     ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
     centre, (width, height) = out.params["poisson_centre"], out.params["poisson_size"].unbind(1)
@@ -267,8 +265,6 @@ def test_the_largest_patch_is_its_whole_domain():
     """As in Poisson image editing, the box is the largest patch with a one-pixel ring that keeps
     the image's values: a patch of that size changes nothing outside its rectangle (give or take
     the pixel its size rounds to), however much the blend corrects inside."""
-    from ssad.synth.poisson import poisson_box
-
     assert poisson_box((0.3, 0.3), (1.0, 1.0), SIZE, SIZE) == (math.ceil(0.3 * SIZE) + 2,) * 2
     config = SynthConfig(class_probs=ONLY_BIG, family_probs=(0.0, 0.0, 1.0), poisson_size=(0.299, 0.3),
                          poisson_aspect=(0.999, 1.0), **NO_JITTER)

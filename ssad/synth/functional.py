@@ -245,8 +245,9 @@ def _poisson_boxes(
     the rectangle of ``rows`` (b, h) and ``cols`` (b, w); the result goes to ``into`` (like
     boxes) and the defect mask to ``changed`` (b, 1, h, w) bool."""
     # In the images' units (0-255 for uint8): the blend is linear, no rescaling needed.
-    patch = torch.cat([F.grid_sample(part.float(), at, mode="bilinear", padding_mode="border", align_corners=False)
-                       for part, at in batch_slices(sources, grid, slices=source_slices)])
+    pieces = [F.grid_sample(part.float(), at, mode="bilinear", padding_mode="border", align_corners=False)
+              for part, at in batch_slices(sources, grid, slices=source_slices)]
+    patch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # one piece: no copy
     # uint8 works in [0.5, 255.5], so that the cast (which truncates) rounds; the offset changes
     # nothing in the solve. A copy even for float32 boxes, which stay to compare.
     uint8 = boxes.dtype == torch.uint8
