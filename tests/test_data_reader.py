@@ -22,6 +22,9 @@ from ssad.data.objects import combine_still_masks
 
 SIZE = 32
 
+# make_category has no category.json: every load notes the kind it estimated (asserted where it matters)
+pytestmark = pytest.mark.filterwarnings("ignore:no category.json")
+
 
 def save(path: Path, array: np.ndarray, **kwargs: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,12 +36,20 @@ def uniform(value: int, shape: tuple[int, ...] = (24, 24, 3)) -> np.ndarray:
     return np.full(shape, value, dtype=np.uint8)
 
 
+def disc(rng: np.random.Generator, size: int = 24) -> np.ndarray:
+    """A reddish disc at the centre of a beige backdrop, both lightly noisy: a still object."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.array([205.0, 200, 185]) + rng.normal(0, 2, (size, size, 1))
+    image[np.hypot(yy - 0.5, xx - 0.5) < 0.25] = np.array([150, 60, 40]) * (0.9 + 0.2 * rng.random())
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
 def make_category(root: Path, name: str = "widget", n_train: int = 3) -> Path:
-    """A tiny category: `n_train` train images, 1 good and 2 scratched test images, their masks."""
+    """A tiny category (a still disc): `n_train` train images, 1 good and 2 scratched test images, their masks."""
     category = root / name
     rng = np.random.default_rng(0)
     for i in range(n_train):
-        save(category / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
+        save(category / "train" / "good" / f"{i:03d}.png", disc(rng))
     save(category / "test" / "good" / "000.png", uniform(90))
     for i in range(2):
         save(category / "test" / "scratch" / f"{i:03d}.png", uniform(200))
@@ -51,7 +62,7 @@ def make_category(root: Path, name: str = "widget", n_train: int = 3) -> Path:
 # --- formats -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:mixed. no object found")  # flat colours: nothing to find
+@pytest.mark.filterwarnings("ignore:no other category")  # flat colours: no object found, read as a texture
 def test_any_format_mode_and_size_becomes_rgb_uint8_of_the_configured_size(tmp_path: Path) -> None:
     train = tmp_path / "mixed" / "train" / "good"
     save(train / "a_gray.png", uniform(77, (20, 20)))
@@ -82,9 +93,11 @@ def test_any_format_mode_and_size_becomes_rgb_uint8_of_the_configured_size(tmp_p
 
 def test_custom_category_reads_as_still_object_with_masks(tmp_path: Path) -> None:
     make_category(tmp_path)
-    data = load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "cache")
-    assert (data.kind, data.moves, data.source_kind) == ("object", False, None)
+    with pytest.warns(UserWarning, match=r"no category\.json: .*read as: an object that sits still"):
+        data = load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "cache")
+    assert (data.kind, data.moves, data.source_kind, data.kind_source) == ("object", False, None, "estimated")
     assert data.object_masks.shape == (1, 1, SIZE, SIZE)
+    assert 0.1 < data.object_mask_share < 0.6 and not data.object_masks[0, 0, 0, 0]  # the disc, corners out
     assert data.test_defect_types == ["good", "scratch", "scratch"]
     assert data.test_labels.tolist() == [0, 1, 1]
     # nearest-neighbour resize (pixel centres) of the 24 px mask's [4:10, 4:12] box to 32 px
@@ -101,6 +114,8 @@ def test_defect_without_mask_gets_an_empty_mask_and_a_warning(tmp_path: Path) ->
         data = load_category(tmp_path, "widget", image_size=SIZE, cache_dir=tmp_path / "cache")
     assert data.test_labels.tolist() == [0, 1, 1]
     assert data.test_masks[1].any() and not data.test_masks[2].any()
+    # good: known (no defect); defective with a mask file: known; without one: unknown
+    assert data.test_mask_known.tolist() == [True, True, False] and data.test_mask_known.dtype == torch.bool
 
 
 def test_progress_bars_show_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,7 +132,10 @@ def test_category_json_sets_the_kind(tmp_path: Path) -> None:
     (category / "category.json").write_text(json.dumps({"kind": "texture"}))
     data = load_category(tmp_path, "cloth", image_size=SIZE, cache_dir=tmp_path / "cache")
     assert data.kind == "texture" and bool(data.object_masks.all()) and data.object_masks.shape == (1, 1, SIZE, SIZE)
+    assert (data.kind_source, data.object_mask_share) == ("category.json", 1.0)
+    assert data.kind_reason == "cloth/category.json says: a texture (object mask all ones, defects cut from other sources)."
     assert data.source_kind == "other_categories" and data.source_images.shape == (3, 3, SIZE, SIZE)
+    assert not data.sources_greyed and bool((data.source_images[:, 0] != data.source_images[:, 1]).any())  # colour
 
     (category / "category.json").write_text(json.dumps({"kind": "cloth"}))
     with pytest.raises(BadDataError, match="category.json"):

@@ -6,11 +6,23 @@
     images = data.train[next(sampler)]                    # (96, 3, 256, 256) uint8 on the GPU
 
 Without the dataset: `download_category(root, "bottle")` fetches the official archive, or
-`make_demo_dataset(root)` writes a procedural one (`demo_object`, `demo_moving`, `demo_texture`, `demo_dark`).
+`make_demo_dataset(root)` writes a procedural one (the categories of `DEMO_CATEGORIES`).
+
+A category's kind (texture, still or moving object) comes from its `category.json`, else the
+built-in MVTec AD table, else it is estimated from its training images (`estimate_kind`; the rule is
+in `ssad.data.categories`). `data.kind_source` and `data.kind_reason` say which, and why.
 """
 
 from ssad.data.cache import CACHE_DIR_ENV, default_cache_dir
-from ssad.data.categories import CATEGORY_FILE, MVTEC_CATEGORIES, CategoryInfo, CategoryKind, category_info
+from ssad.data.categories import (
+    CATEGORY_FILE,
+    MVTEC_CATEGORIES,
+    CategoryInfo,
+    CategoryKind,
+    KindEstimate,
+    KindSource,
+    category_info,
+)
 from ssad.data.demo import DEMO_CATEGORIES, make_demo_dataset
 from ssad.data.download import MVTEC_SHA256, MVTEC_URL, download_category
 from ssad.data.errors import (
@@ -23,6 +35,7 @@ from ssad.data.errors import (
 )
 from ssad.data.layout import DATA_ROOT_ENV, DEFAULT_DATA_ROOT, CategoryFiles, resolve_data_root, scan_category
 from ssad.data.loader import CategoryData, load_category
+from ssad.data.objects import estimate_kind
 from ssad.data.sampler import BatchSampler
 from ssad.data.sources import SourceKind, procedural_sources
 
@@ -42,6 +55,8 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "DownloadError",
+    "KindEstimate",
+    "KindSource",
     "MVTEC_CATEGORIES",
     "MVTEC_SHA256",
     "MVTEC_URL",
@@ -50,6 +65,7 @@ __all__ = [
     "category_info",
     "default_cache_dir",
     "download_category",
+    "estimate_kind",
     "load_category",
     "make_demo_dataset",
     "procedural_sources",

@@ -128,10 +128,11 @@ def scan_category(root: str | os.PathLike[str], category: str) -> CategoryFiles:
                       stacklevel=2)
     unmasked = [p for p, t, m in zip(test_paths, defect_types, mask_paths) if t != GOOD and m is None]
     if unmasked:
+        named = ", ".join(str(p) for p in unmasked[:3]) + (f" and {len(unmasked) - 3} more" if len(unmasked) > 3 else "")
         warnings.warn(
-            f"{len(unmasked)} defective test image(s) have no ground-truth mask and get an empty one: "
-            + ", ".join(str(p) for p in unmasked)
-            + f" (expected <root>/{category}/ground_truth/<defect_type>/<stem>_mask.png)",
+            f"{len(unmasked)} defective test image(s) have no ground-truth mask ({named}; expected "
+            f"<root>/{category}/ground_truth/<defect_type>/<stem>_mask.png): image metrics count them, "
+            "pixel metrics leave them out.",
             stacklevel=2,
         )
     return CategoryFiles(root, category_info(directory), train_paths, test_paths, defect_types, mask_paths)

@@ -5,6 +5,11 @@ image of another category, so that the fill does not blend into the texture. `so
 modest, deterministic selection of the other categories' training images under the same data root;
 where there are none, `procedural_sources` generates colourful stand-ins (smooth noise, blobs,
 stripes) from a seed.
+
+Grayscale categories: when every training image of a texture is grayscale (R = G = B at every
+pixel, `is_grayscale`), its source images, from other categories or procedural, are made grayscale
+too (`to_grayscale`, luma), so that a fill cannot be told from the surface by its colour alone and
+the pretext has to learn the shapes and textures of defects (`load_category` does it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 
 from ssad.data.layout import GOOD, list_images
 
-__all__ = ["DEFAULT_MAX_SOURCES", "SourceKind", "procedural_sources", "source_files"]
+__all__ = ["DEFAULT_MAX_SOURCES", "SourceKind", "is_grayscale", "procedural_sources", "source_files", "to_grayscale"]
 
 SourceKind = Literal["other_categories", "procedural"]
 DEFAULT_MAX_SOURCES = 64
@@ -70,3 +75,22 @@ def procedural_sources(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
     images = torch.stack([noise, blobs, stripes], dim=1).flatten(0, 1)[:n]
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+#: ITU-R BT.601 luma weights of R, G, B in thousandths (they sum to 1000): grey = their weighted mean.
+_LUMA = (299, 587, 114)
+
+
+def is_grayscale(images: torch.Tensor) -> bool:
+    """True when every image of `images` `(N, 3, S, S)` has R = G = B at every pixel (a sync: one bool)."""
+    return bool(((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).all())
+
+
+def to_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """`images` `(N, 3, S, S) uint8` as grey: each pixel's luma (BT.601, rounded) in all three channels.
+
+    Same shape, dtype and device; already grey images come back unchanged.
+    """
+    weights = torch.tensor(_LUMA, dtype=torch.int32, device=images.device).view(1, 3, 1, 1)
+    luma = ((images.to(torch.int32) * weights).sum(dim=1, keepdim=True) + 500) // 1000
+    return luma.to(torch.uint8).expand_as(images).contiguous()
