@@ -14,8 +14,8 @@ __all__ = ["save_checkpoint", "load_checkpoint"]
 
 #: Settings that may change between a run and its resumption without changing what it trained.
 _RESUMABLE = {("train", "log_every"), ("train", "checkpoint_every"), ("train", "compile"), ("train", "cuda_graph")}
-#: Sections that play no part in training (scoring happens after it, from the final weights).
-_AFTER_TRAINING = {"score"}
+#: Sections that play no part in training (validation and scoring come after it, from the final weights).
+_AFTER_TRAINING = {"score", "validation"}
 
 
 def save_checkpoint(path: Path, config: RunConfig, **state: Any) -> None:

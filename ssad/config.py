@@ -16,10 +16,13 @@ from typing import Any
 import torch
 
 from ssad.cpu import native_bf16
+from ssad.image_score import IMAGE_SCORES
 from ssad.score import PATCH_SCORERS
 from ssad.synth import SynthConfig
+from ssad.validation import VALIDATION_FAMILIES
 
-__all__ = ["DataConfig", "TrainConfig", "ScoreConfig", "RunConfig", "load_config", "parse_override"]
+__all__ = ["DataConfig", "TrainConfig", "ScoreConfig", "ValidationConfig", "RunConfig", "load_config",
+           "parse_override"]
 
 
 @dataclass(frozen=True)
@@ -94,15 +97,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """Fitting on normal images and scoring the test set (see `ssad.score`)."""
+    """Fitting on normal images and scoring the test set (see `ssad.score`, `ssad.image_score`)."""
 
-    #: Image scores: "gaussian" (Mahalanobis, Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
+    #: Image density on pooled features, for the "density" image score: "gaussian" (Mahalanobis,
+    #: Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
     density: str = "gaussian"
     knn_k: int = 3
-    #: What an image's score is: "map_max" (the largest value of its anomaly map, as PatchCore)
-    #: or "density" (the above, on pooled features; CutPaste's); "auto": map_max for objects that
-    #: move. map_max measured better on bottle (0.992 vs 0.988) and screw (0.697 vs 0.464) at 128 px.
-    image_score: str = "map_max"
+    #: What an image's score is (`ssad.image_score.IMAGE_SCORES`): "map_max", "map_top",
+    #: "density", "fusion"; "auto": the one the synthetic validation set ranks first
+    #: (`ssad.selection`, among ``validation.image_scores``).
+    image_score: str = "auto"
     #: Anomaly maps: these layers' features on the first one's grid (layer2: 1/8 of the image
     #: side), all their channels (``patch_channels = 0``) or a random subset of that many, scored
     #: by ``patch_scorer`` and smoothed with ``sigma`` pixels at 256x256: "knn", the nearest-
@@ -111,43 +115,39 @@ class ScoreConfig:
     #: per_location otherwise.
     patch_scorer: str = "knn"
     patch_layers: tuple[str, ...] = ("layer2", "layer1")
-    #: All 192 channels of layer2+1 beat PaDiM's random 100 at 320 px, on three trained models:
-    #: screw image AUROC 0.858 -> 0.879 and 0.835 -> 0.872, bottle 0.993 -> 0.996 (README, results).
+    #: 0: all channels of the patch layers (192 for layer2+1); n: a fixed random subset of n.
+    #: All of them led PaDiM's random 100 at 320 px (bench/results/channels_320.json).
     patch_channels: int = 0
     patch_memory: int = 10_000
     sigma: float = 4.0
-    #: The side, in pixels, the detector scores images at; 0: the training size (data.image_size).
-    #: A network trained at 128 px scores finer at a larger size: screw, whose defects span a
-    #: pixel or two at 128, went from 0.834 / 0.961 (image / pixel AUROC) to 0.858 / 0.983 at 320
-    #: with 100 feature channels, 0.879 / 0.979 with all of them (configs/cpu.toml; README, results).
-    image_size: int = 0
+    #: The side, in pixels, the detector scores images at: the network is convolutional, and one
+    #: trained at 128 px sees defects of a pixel or two there better at a larger size. 0: the
+    #: training size (data.image_size); "auto": the size the synthetic validation set ranks
+    #: first among ``validation.sizes``.
+    image_size: int | str = "auto"
     #: The detector's threshold for users without labelled defects: this quantile of the normal
-    #: training images' scores (image level) and of their maps' maxima (pixel level).
+    #: training images' held-out scores (image level) and of their maps' maxima (pixel level).
     normal_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         if self.density not in ("gaussian", "knn"):
             raise ValueError(f"score.density={self.density!r}: choose 'gaussian' or 'knn'.")
-        if self.image_score not in ("auto", "density", "map_max"):
-            raise ValueError(f"score.image_score={self.image_score!r}: choose 'auto', 'density' or 'map_max'.")
+        if self.image_score not in ("auto", *IMAGE_SCORES):
+            raise ValueError(f"score.image_score={self.image_score!r}: choose 'auto' or one of {IMAGE_SCORES}.")
         if self.knn_k < 1 or self.sigma < 0:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
         if self.patch_scorer not in ("auto", *PATCH_SCORERS):
             raise ValueError(f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS}.")
         if not 0 < self.normal_quantile < 1:
             raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
-        if self.image_size != 0 and self.image_size < 64:
-            raise ValueError(f"score.image_size={self.image_size}: use 0 (the training size) or 64 pixels or more.")
+        if self.image_size != "auto" and not (_is_int(self.image_size) and (self.image_size == 0
+                                                                             or self.image_size >= 64)):
+            raise ValueError(f"score.image_size={self.image_size!r}: use \"auto\" (chosen by validation), "
+                             "0 (the training size) or 64 pixels or more.")
         if self.patch_channels < 0:
             raise ValueError(f"score.patch_channels={self.patch_channels}: use 0 (all channels) or a positive count.")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
-
-    def image_score_for(self, moves: bool) -> str:
-        """The image score to use: ``image_score``, with "auto" resolved by whether the object moves."""
-        if self.image_score != "auto":
-            return self.image_score
-        return "map_max" if moves else "density"
 
     def patch_scorer_for(self, moves: bool) -> str:
         """The patch scorer to use: ``patch_scorer``, with "auto" resolved by whether the object moves."""
@@ -157,11 +157,56 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """The validation set the engine makes (`ssad.validation`) and the choices made from it
+    (`ssad.selection`): candidates for the settings left at "auto", and how much it may cost."""
+
+    #: Scoring sizes "auto" chooses among; 0 is the training size (duplicates are dropped).
+    sizes: tuple[int, ...] = (0, 256, 320)
+    #: Image scores "auto" chooses among (`ssad.image_score.IMAGE_SCORES`).
+    image_scores: tuple[str, ...] = IMAGE_SCORES
+    #: Normal training images are split into this many folds; each fold is scored by scorers
+    #: fitted on the others (cross-fitting: every image is held out once). The same held-out
+    #: scores set the "normal" thresholds and the fusion's standardisation.
+    folds: int = 5
+    #: At most this many held-out images get a synthetic defect: the selection's cost stays
+    #: bounded on large categories.
+    images: int = 160
+    #: The defect families of the validation set, taking turns over its images: not the pretext's
+    #: cut-paste polygons and scars, so that validation is not the training task (`ssad.validation`).
+    families: tuple[str, ...] = ("perlin", "poisson")
+    #: Seed of the folds and of the synthetic defects (each image's defect depends on it and on
+    #: the image's position alone, so it is the same defect at every candidate size).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sizes or not all(_is_int(s) and (s == 0 or s >= 64) for s in self.sizes):
+            raise ValueError(f"validation.sizes={self.sizes!r}: sides of 64 pixels or more, or 0 (the training size).")
+        if not self.image_scores or set(self.image_scores) - set(IMAGE_SCORES):
+            raise ValueError(f"validation.image_scores={self.image_scores!r}: choose among {IMAGE_SCORES}.")
+        if self.folds < 2:
+            raise ValueError(f"validation.folds={self.folds}: must be >= 2 (each fold is scored by the others).")
+        if self.images < 1:
+            raise ValueError(f"validation.images={self.images}: must be >= 1.")
+        if not self.families or set(self.families) - set(VALIDATION_FAMILIES):
+            raise ValueError(f"validation.families={self.families!r}: choose among {tuple(VALIDATION_FAMILIES)}.")
+
+    def candidate_sizes(self, training_size: int) -> list[int]:
+        """The candidate scoring sizes in pixels, 0 resolved to ``training_size``, ascending, once each."""
+        return sorted({s or training_size for s in self.sizes})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +219,8 @@ class RunConfig:
             raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
         built = {}
         for name, section in values.items():
-            kind = {"data": DataConfig, "train": TrainConfig, "synth": SynthConfig, "score": ScoreConfig}[name]
+            kind = {"data": DataConfig, "train": TrainConfig, "synth": SynthConfig, "score": ScoreConfig,
+                    "validation": ValidationConfig}[name]
             built[name] = kind.from_dict(section) if kind is SynthConfig else _build(kind, name, section)
         return cls(**built)
 

@@ -1,22 +1,27 @@
-"""A trained detector in one module and one file: network, fitted scorers, thresholds.
+"""A trained detector in one module and one file: network, fitted scorers, image score, thresholds.
 
     detector = ssad.load_detector("runs/screw/20261201-2140/detector.pt", device="cuda")
     out = detector(images)          # (B, C, H, W) uint8, or float in [0, 1], any size
     out.scores, out.maps            # (B,) and (B, 1, H, W) float: higher = more anomalous
     out.anomalous, out.defect_masks # (B,) bool and (B, 1, H, W) bool: the thresholds' decisions
 
-`python -m ssad.run` fits one (`fit_detector`) and writes ``detector.pt`` into the run folder;
-`python -m ssad.predict` scores new images with it, `python -m ssad.export` traces it.
+`python -m ssad.run` fits one (`ssad.selection.select_and_fit`, which also chooses its scoring
+size and image score on a synthetic validation set) and writes ``detector.pt`` into the run
+folder; `python -m ssad.predict` scores new images with it, `python -m ssad.export` traces it.
+`fit_detector` fits one with given settings.
 
 Thresholds: ``"f1"`` are the image and pixel thresholds at F1-max on the run's labelled test split;
 ``"normal"`` come from normal training images alone (``score.normal_quantile`` of their held-out
-image scores and of their maps' maxima, 5-fold), for users without labelled defects: a new normal
-image is flagged with a probability of about ``1 - normal_quantile``.
+image scores and of their maps' maxima, each fold scored by scorers fitted on the others), for
+users without labelled defects: a new normal image is flagged with a probability of about
+``1 - normal_quantile``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 from ssad._version import __version__
 from ssad.atomic import atomic_write
 from ssad.config import ScoreConfig
+from ssad.image_score import STATISTICS, ImageScore, map_statistics
 from ssad.model import PretextModel, normalise
 from ssad.score import (
     GaussianDensity,
@@ -36,17 +42,24 @@ from ssad.score import (
     PatchScorer,
     create_density,
     create_patch_scorer,
-    embed_images,
+    stack_features,
 )
 
-__all__ = ["Detection", "Detector", "THRESHOLDS", "fit_detector", "load_detector", "find_detector", "DETECTOR_FORMAT"]
+__all__ = [
+    "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded", "fit_scorers",
+    "fold_indices", "held_out_statistics", "set_normal_thresholds", "load_detector", "find_detector",
+    "DETECTOR_FORMAT",
+]
 
-#: Bumped whenever a saved detector's layout changes; `load_detector` refuses other formats.
-DETECTOR_FORMAT = 1
+#: Bumped whenever a saved detector's layout changes; `load_detector` reads this one and those of
+#: `_READABLE_FORMATS` (1: before the image-score module, whose two scores needed no state).
+DETECTOR_FORMAT = 2
+_READABLE_FORMATS = (1, DETECTOR_FORMAT)
 THRESHOLDS = ("f1", "normal")
-IMAGE_SCORES = ("density", "map_max")
 _DENSITIES = {"GaussianDensity": GaussianDensity, "KNNDensity": KNNDensity}
 _PATCH_SCORERS = {"PatchGaussian": PatchGaussian, "PatchKNN": PatchKNN}
+#: Images per forward pass when scoring a stack of images.
+_BATCH = 32
 
 
 class Detection(NamedTuple):
@@ -60,11 +73,9 @@ class Detection(NamedTuple):
 
 
 class Detector(nn.Module):
-    """Scores images: the pretext network, the patch scorer on its feature maps and, for
-    ``image_score="density"``, the image density on its pooled features, at ``image_size`` (the
-    run's ``score.image_size``). An image's score is the density's ("density") or its anomaly
-    map's maximum ("map_max", which needs no density and runs the network only as deep as the
-    patch scorer's layers).
+    """Scores images: the pretext network, the patch scorer on its feature maps, the image score
+    (`ssad.image_score.ImageScore`) and, where that needs it, the image density on the pooled
+    features, at ``image_size`` (chosen by the run's validation or given by ``score.image_size``).
 
     ``forward`` resizes any input to ``image_size`` (bilinear, antialiased), scores it, and brings
     the maps back to the input's size. Thresholds are buffers (``image_threshold_f1``, ...);
@@ -73,14 +84,13 @@ class Detector(nn.Module):
     """
 
     def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity | None, patches: PatchScorer,
-                 image_size: int, image_score: str = "density") -> None:
+                 image_size: int, image_score: str | ImageScore = "map_max") -> None:
         super().__init__()
-        if image_score not in IMAGE_SCORES:
-            raise ValueError(f"image_score={image_score!r}: choose one of {IMAGE_SCORES}.")
-        if image_score == "density" and density is None:
-            raise ValueError('image_score="density" needs a fitted density.')
+        score = image_score if isinstance(image_score, ImageScore) else ImageScore(image_score)
+        if score.needs_density and density is None:
+            raise ValueError(f'image_score="{score.kind}" needs a fitted density.')
         self.model, self.density, self.patches, self.image_size = model, density, patches, image_size
-        self.image_score = image_score
+        self.image_score = score
         for kind in THRESHOLDS:
             for level in ("image", "pixel"):
                 self.register_buffer(f"{level}_threshold_{kind}", torch.tensor(float("inf")))
@@ -104,22 +114,41 @@ class Detector(nn.Module):
             raise ValueError(f"images of shape {tuple(images.shape)}: expected (B, 1 or 3, H, W).")
         x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         x = x.expand(-1, 3, -1, -1)  # grayscale as RGB, as the data layer reads it
-        size = (self.image_size, self.image_size)
-        # Always resampled (an identity at the training size), so a traced detector takes any size.
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        if self.image_score == "density":
-            pooled, feature_maps = self.model.embed_and_maps(normalise(x))
-            maps = self.patches.anomaly_maps(feature_maps, size)
-            scores = self.density.score(pooled)
-        else:
-            maps = self.patches.anomaly_maps(self.model.feature_maps(normalise(x), self.patches.layers), size)
-            scores = maps.amax(dim=(1, 2, 3))
+        # Always resampled (an identity at the scoring size), so a traced detector takes any size.
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        maps, statistics = self.maps_and_statistics(x)
+        scores = self.image_score(statistics)
         maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
         image_threshold = getattr(self, f"image_threshold_{self.thresholds}")
         pixel_threshold = getattr(self, f"pixel_threshold_{self.thresholds}")
         return Detection(scores, maps, scores >= image_threshold, maps >= pixel_threshold)
 
-    def score_all(self, images: Tensor, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+    def maps_and_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Anomaly maps (B, 1, S, S) float and image statistics (B, 3) float (`STATISTICS`; the
+        density's column is NaN where no density is fitted) of (B, 3, S, S) float images in
+        [0, 1] at the scoring size. The network runs only as deep as what is fitted needs."""
+        features, pooled = _embed_batch(self.model, normalise(x), self.patches.layers, self.density is not None)
+        return self.score_embedding(Embedding(features, pooled, x.shape[-1]))
+
+    def score_embedding(self, embedding: Embedding) -> tuple[Tensor, Tensor]:
+        """`maps_and_statistics` of images already embedded (`embed`, at the scoring size)."""
+        size = (embedding.image_size, embedding.image_size)
+        maps = self.patches.maps_of_stacked(embedding.features, size)
+        if self.density is not None:
+            density = self.density.score(embedding.pooled)
+        else:
+            density = torch.full((len(maps),), float("nan"), device=maps.device)
+        return maps, torch.cat([map_statistics(maps), density[:, None].float()], dim=1)
+
+    @torch.no_grad()
+    def score_stack(self, images: Tensor, batch_size: int = _BATCH) -> tuple[Tensor, Tensor]:
+        """Maps (N, 1, S, S) and statistics (N, 3) of (N, 3, S, S) uint8 images at the scoring size, in batches."""
+        parts = [self.maps_and_statistics(images[i : i + batch_size].float() / 255)
+                 for i in range(0, len(images), batch_size)]
+        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
+
+    def score_all(self, images: Tensor, batch_size: int = _BATCH) -> tuple[Tensor, Tensor]:
         """Image scores (N,) and maps (N, 1, S, S) of (N, C, S, S) images, in batches."""
         outs = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return torch.cat([o.scores for o in outs]), torch.cat([o.maps for o in outs])
@@ -131,7 +160,7 @@ class Detector(nn.Module):
         density = None if self.density is None else [type(self.density).__name__, density]
         return {
             "image_size": self.image_size,
-            "image_score": self.image_score,
+            "image_score": self.image_score.kind,
             "num_classes": self.model.classifier.out_features,
             "thresholds": self.thresholds,
             "density": density,
@@ -145,36 +174,116 @@ class Detector(nn.Module):
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, folds: int = 5) -> Detector:
-    """Fit the image density and the patch scorer (``cfg``; "auto" resolved by ``moves``) on
-    (N, 3, S, S) uint8 normal ``train`` images, and set the "normal" thresholds from held-out
-    scores, ``folds``-fold: each fold scored by scorers fitted on the others (in-sample scores run
-    low and would flag too many new normal images; fits on fewer images run a little high)."""
+@dataclass(frozen=True)
+class Embedding:
+    """What the network makes of a stack of images at one side, computed once for every fit and
+    score on them: ``features`` (N, C, h, w) float, all channels of the patch layers
+    (`ssad.score.stack_features`); ``pooled`` (N, 512) float, or None where no density needs it."""
+
+    features: Tensor
+    pooled: Tensor | None
+    image_size: int
+
+    def __getitem__(self, index: Tensor) -> Embedding:
+        """The embedding of the images at ``index`` (N,) int64 or bool."""
+        return Embedding(self.features[index], None if self.pooled is None else self.pooled[index], self.image_size)
+
+
+def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled: bool) -> tuple[Tensor, Tensor | None]:
+    """Stacked patch features and, with ``pooled``, pooled features of normalised images ``x``."""
+    if pooled:
+        vectors, feature_maps = model.embed_and_maps(x)
+        return stack_features(feature_maps, layers), vectors.float()
+    return stack_features(model.feature_maps(x, layers), layers), None
+
+
+@torch.no_grad()
+def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool,
+          batch_size: int = _BATCH) -> Embedding:
+    """The `Embedding` of (N, 3, S, S) uint8 images (eval mode, in batches)."""
     model.eval()
-    detector = _fit_scorers(model, train, cfg, moves)
-    if folds >= 2 and len(train) >= 2 * folds:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).to(train.device)
-        parts = order.chunk(folds)
-        held_out = [_fit_scorers(model, train[torch.cat(parts[:i] + parts[i + 1:])], cfg, moves).score_all(train[held])
-                    for i, held in enumerate(parts)]
-        scores, maps = (torch.cat(fold) for fold in zip(*held_out))
-    else:  # too few images to hold some out: in-sample, and so somewhat low
-        scores, maps = detector.score_all(train)
-    q = cfg.normal_quantile
-    detector.set_thresholds("normal", float(scores.quantile(q)), float(maps.amax(dim=(1, 2, 3)).quantile(q)))
+    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled)
+             for i in range(0, len(images), batch_size)]
+    return Embedding(torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts]) if pooled else None,
+                     images.shape[-1])
+
+
+def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, image_score: str,
+                 density: bool = False) -> Detector:
+    """A `Detector` at ``train``'s side, its patch scorer (``cfg``, "auto" resolved by ``moves``)
+    fitted on the embedded normal images, and its image density where ``image_score`` needs it or
+    ``density`` asks for it (``train`` must then hold pooled features); no thresholds yet."""
+    fitted = None
+    if density or ImageScore(image_score).needs_density:
+        fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
+    name = cfg.patch_scorer_for(moves)
+    options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * train.image_size / 256, layers=cfg.patch_layers)
+    patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
+    patches.fit_stacked(train.features.split(_BATCH))
+    return Detector(model, fitted, patches, train.image_size, image_score).to(train.features.device)
+
+
+def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, image_score: str,
+                density: bool = False) -> Detector:
+    """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side."""
+    needs = density or ImageScore(image_score).needs_density
+    return fit_embedded(model, embed(model, train, cfg.patch_layers, needs), cfg, moves, image_score, density)
+
+
+def fold_indices(count: int, folds: int, seed: int, device: torch.device | str = "cpu") -> list[Tensor]:
+    """``folds`` disjoint (n_i,) int64 index sets covering ``range(count)``, in a seeded random
+    order; an empty list when ``count < 2 * folds`` (too few images to hold a fold out)."""
+    if count < 2 * folds:
+        return []
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return [part.to(device) for part in order.chunk(folds)]
+
+
+def held_out_statistics(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
+                        density: bool, on_fold: Callable[[Detector, Tensor, Tensor], None] | None = None) -> Tensor:
+    """(N, 3) statistics of every embedded training image, scored by scorers fitted on the other
+    ``folds`` (held-out scores: in-sample ones run low, a kNN memory holding the image's own
+    patches most of all). ``on_fold(fitted, held, maps)`` sees each fold's scorers, its indices
+    and its (n, 1, S, S) maps (to score more images with the same held-out scorers)."""
+    statistics = torch.empty(len(train.features), len(STATISTICS), device=train.features.device)
+    for held in folds:
+        rest = torch.cat([f for f in folds if f is not held])
+        fitted = fit_embedded(model, train[rest], cfg, moves, "map_max", density=density)
+        maps, statistics[held] = fitted.score_embedding(train[held])
+        if on_fold is not None:
+            on_fold(fitted, held, maps)
+    return statistics
+
+
+def set_normal_thresholds(detector: Detector, normal: Tensor, quantile: float) -> Detector:
+    """Calibrate ``detector``'s image score (where it is the fusion) and set its "normal"
+    thresholds from held-out normal statistics ``normal`` (N, 3): the ``quantile`` of their image
+    scores and of their maps' maxima."""
+    if detector.image_score.kind == "fusion":
+        detector.image_score.calibrate(normal)
+    scores = detector.image_score(normal)
+    detector.set_thresholds("normal", float(scores.quantile(quantile)),
+                            float(normal[:, STATISTICS.index("map_max")].quantile(quantile)))
     return detector
 
 
-def _fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool) -> Detector:
-    image_size, image_score = train.shape[-1], cfg.image_score_for(moves)
-    density = None
-    if image_score == "density":
-        density = create_density(cfg.density, cfg.knn_k).fit(embed_images(model, train))
-    name = cfg.patch_scorer_for(moves)
-    options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * image_size / 256, layers=cfg.patch_layers)
-    patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
-    patches.fit(model, train)
-    return Detector(model, density, patches, image_size, image_score).to(train.device)
+def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, folds: int = 5,
+                 seed: int = 0) -> Detector:
+    """Fit a detector with the settings of ``cfg`` (an "auto" image score is "map_max": nothing
+    is chosen here; `ssad.selection.select_and_fit` chooses) on (N, 3, S, S) uint8 normal
+    ``train`` images, scoring at their side; its "normal" thresholds (and the fusion's
+    standardisation) come from held-out scores, ``folds``-fold, or in-sample where there are
+    fewer than ``2 * folds`` images."""
+    image_score = "map_max" if cfg.image_score == "auto" else cfg.image_score
+    density = ImageScore(image_score).needs_density
+    embedded = embed(model, train, cfg.patch_layers, density)
+    detector = fit_embedded(model, embedded, cfg, moves, image_score)
+    parts = fold_indices(len(train), folds, seed, train.device)
+    if parts:
+        normal = held_out_statistics(model, embedded, cfg, moves, parts, density)
+    else:  # too few images to hold some out: in-sample, and so somewhat low
+        normal = detector.score_embedding(embedded)[1]
+    return set_normal_thresholds(detector, normal, cfg.normal_quantile)
 
 
 def find_detector(run: str | os.PathLike) -> Path:
@@ -200,7 +309,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable detector file ({error}).") from error
-    if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in _READABLE_FORMATS:
         written = f"format {payload.get('format')!r} by ssad {payload.get('ssad')}" \
             if isinstance(payload, dict) else "no format"
         raise ValueError(
@@ -214,8 +323,8 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
                         _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
                         spec.get("image_score", "density"))  # detectors saved before image_score
-    # The scorers' buffers exist only once fitted: register them from the file, then load the rest.
-    for key in [k for k in state if k.startswith(("density.", "patches."))]:
+    # The fitted buffers exist only once fitted: register them from the file, then load the rest.
+    for key in [k for k in state if k.startswith(("density.", "patches.", "image_score."))]:
         owner, name = key.split(".", 1)
         getattr(detector, owner).register_buffer(name, state[key])
     detector.load_state_dict(state)

@@ -16,7 +16,8 @@ from torch import Tensor
 from ssad.metrics import roc_curve
 from ssad.synth.preview import save_png
 
-__all__ = ["roc_picture", "test_panels", "metrics_table", "heat_colours"]
+__all__ = ["roc_picture", "test_panels", "pairs_picture", "selection_picture", "selection_table", "metrics_table",
+           "heat_colours"]
 
 _CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 # Anchor colours of the heat map, from low to high (dark blue, cyan, yellow, red).
@@ -81,21 +82,92 @@ def test_panels(
     file stem per image; scale (low, high): map values shown as the coldest and hottest colour
     (shared by all images, so pictures compare).
     """
-    images, masks, maps = images.cpu(), masks.cpu(), maps.cpu().float()
+    images, maps = images.cpu(), maps.cpu().float()
     low, high = scale
     heat = heat_colours((maps[:, 0] - low) / max(high - low, 1e-12))  # (M, S, S, 3)
-    edge = (masks.float() - -F.max_pool2d(-masks.float(), 3, stride=1, padding=1))[:, 0] > 0
+    outlined = _outlined(images, masks)
     for i, name in enumerate(names):  # writing pictures, not the hot path
         image = images[i].permute(1, 2, 0)
-        truth = torch.where(edge[i, ..., None], torch.tensor([255, 0, 0], dtype=torch.uint8), image)
         overlay = (0.5 * image.float() + 0.5 * heat[i].float()).round().to(torch.uint8)
-        strip = torch.cat([image, truth, overlay], dim=1).numpy()
+        strip = torch.cat([image, outlined[i], overlay], dim=1).numpy()
         save_png(Image.fromarray(strip), out_dir / f"{name}.png")
 
 
+def _outlined(images: Tensor, masks: Tensor) -> Tensor:
+    """(M, S, S, 3) uint8 copies of (M, 3, S, S) uint8 ``images`` with the edge of each (M, 1, S, S)
+    bool mask drawn in red."""
+    masks = masks.cpu().float()
+    edge = (masks - -F.max_pool2d(-masks, 3, stride=1, padding=1))[:, 0] > 0  # the mask minus its erosion
+    return torch.where(edge[..., None], torch.tensor([255, 0, 0], dtype=torch.uint8), images.cpu().permute(0, 2, 3, 1))
+
+
+def pairs_picture(normal: Tensor, defective: Tensor, masks: Tensor, captions: list[str], path: Path) -> None:
+    """A grid of (normal image | its defective copy, the defect outlined) pairs, two pairs a row,
+    each captioned. normal, defective (M, 3, S, S) uint8; masks (M, 1, S, S) bool."""
+    caption, columns = 16, 2
+    left, right = normal.cpu().permute(0, 2, 3, 1), _outlined(defective, masks)
+    count, side = len(normal), normal.shape[-1]
+    rows = -(-count // columns)
+    canvas = Image.new("RGB", (columns * 2 * side + (columns - 1) * 8, rows * (side + caption)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(count):  # a picture, not the hot path
+        x, y = (i % columns) * (2 * side + 8), (i // columns) * (side + caption)
+        canvas.paste(Image.fromarray(torch.cat([left[i], right[i]], dim=1).numpy()), (x, y + caption))
+        draw.text((x + 3, y + 2), captions[i], fill="black")
+    save_png(canvas, path)
+
+
+def selection_picture(figures: list, chosen: tuple[int, str], path: Path, width: int = 560) -> None:
+    """Horizontal bars of each candidate's validation figures (image AUROC, pixel AUROC, AUPRO),
+    one group per (size, image score), the chosen one's label in bold red. ``figures``: items
+    with image_size, image_score, image_auroc, pixel_auroc, aupro (`ssad.selection.CandidateFigures`)."""
+    names = ("image_auroc", "pixel_auroc", "aupro")
+    label_width, bar_height, gap, top = 150, 7, 8, 28
+    group = len(names) * bar_height + gap
+    picture = Image.new("RGB", (width, top + len(figures) * group + 24), "white")
+    draw = ImageDraw.Draw(picture)
+    plot = width - label_width - 50
+    for j, name in enumerate(names):
+        x = label_width + j * 130
+        draw.rectangle([x, 8, x + 10, 16], fill=_CURVE_COLOURS[j])
+        draw.text((x + 14, 6), name.replace("_", " "), fill="black")
+    for i, f in enumerate(figures):
+        y = top + i * group
+        mark = (f.image_size, f.image_score) == tuple(chosen)
+        draw.text((6, y + 3), f"{f.image_size} px, {f.image_score}" + ("  <" if mark else ""),
+                  fill=(200, 0, 0) if mark else "black")
+        for j, name in enumerate(names):
+            value = getattr(f, name)
+            y0 = y + j * bar_height
+            draw.rectangle([label_width, y0, label_width + value * plot, y0 + bar_height - 2], fill=_CURVE_COLOURS[j])
+        draw.text((label_width + plot + 6, y + 3), f"{f.objective:.3f}", fill="black")  # what the rule compares
+    axis_y = top + len(figures) * group
+    for tick in (0.0, 0.5, 1.0):
+        x = label_width + tick * plot
+        draw.line([x, top - 4, x, axis_y], fill=(200, 200, 200))
+        draw.text((x - 8, axis_y + 4), f"{tick:.1f}", fill="black")
+    save_png(picture, path)
+
+
+def selection_table(selection) -> str:
+    """The validation figures of every candidate as a plain-text table, the chosen one marked, and
+    the rule (`ssad.selection.Selection`)."""
+    if not selection.figures:
+        return "validation: " + " ".join(selection.notes)
+    rows = [{"size": f.image_size, "image score": f.image_score, "image AUROC": f.image_auroc,
+             "pixel AUROC": f.pixel_auroc, "AUPRO": f.aupro, "mean": f.objective,
+             "": "<- chosen" if (f.image_size, f.image_score) == (selection.image_size, selection.image_score) else ""}
+            for f in selection.figures]
+    head = (f"validation: synthetic {'/'.join(selection.families)} defects on {selection.defective_images} of "
+            f"{selection.normal_images} held-out normal images ({selection.folds} folds, {selection.seconds:.0f} s); "
+            f"rule: {selection.rule}")
+    return head + "\n" + metrics_table(rows, list(rows[0]))
+
+
 def metrics_table(rows: list[dict[str, object]], columns: list[str]) -> str:
-    """A plain-text table, one row per dict, numbers with three decimals."""
-    cells = [[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns] for row in rows]
+    """A plain-text table, one row per dict, numbers with three decimals, a missing figure (None) "n/a"."""
+    cells = [[f"{row[c]:.3f}" if isinstance(row[c], float) else "n/a" if row[c] is None else str(row[c])
+              for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]

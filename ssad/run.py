@@ -3,11 +3,16 @@
     python -m ssad.run --category bottle --data-root ../shared/data/mvtec --config configs/cpu.toml
     python -m ssad.run --demo                      # offline, on procedural demo data
 
-Each run trains the pretext model, fits densities on the normal training images, scores the test
-images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the resolved
-config), ``meta.json`` (versions, seed, device, initialisation, notes), ``train_log.jsonl``,
-``checkpoint.pt``, ``metrics.json``, ``detector.pt`` (for `python -m ssad.predict` and
-`python -m ssad.export`), ``synthetic_samples.png``, ``roc.png`` and
+Each run trains the pretext model, chooses the detector's scoring size and image score on a
+synthetic validation set (`ssad.selection`: defects the engine makes on held-out normal images;
+settings given in the config are kept), fits the detector on the normal training images, scores
+the test images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the
+resolved config), ``meta.json`` (versions, seed, device, initialisation, what the data layer
+decided about the category, the pretext accuracy, the scoring settings and who chose them,
+notes), ``train_log.jsonl``, ``checkpoint.pt``, ``detector.pt`` (written before the test metrics;
+for `python -m ssad.predict` and `python -m ssad.export`), ``metrics.json`` (a metric the test
+split cannot give is null, with a note; the validation figures of every candidate and the rule),
+``synthetic_samples.png``, ``validation.png`` and ``validation_samples.png``, ``roc.png`` and
 ``test_images/<defect>_<stem>.png`` (image | ground truth | anomaly map). A run folder is never
 overwritten; ``--resume`` continues the run in ``--out`` (or the newest run of the category), and
 refits and rewrites everything after training (a finished run only refits: the way to give an
@@ -43,15 +48,14 @@ from ssad.data import (
     make_demo_dataset,
     resolve_data_root,
 )
-from ssad.evaluate import Evaluation, evaluate
-from ssad.report import metrics_table, roc_picture, test_panels
+from ssad.evaluate import METRICS, Evaluation, evaluate
+from ssad.report import metrics_table, pairs_picture, roc_picture, selection_picture, selection_table, test_panels
+from ssad.selection import Selection, select_and_fit, validation_set
 from ssad.synth import DefectSynthesizer
 from ssad.synth.preview import render_grid, save_png
-from ssad.train import init_distributed, train
+from ssad.train import init_distributed, pretext_accuracy, train
 
 __all__ = ["main", "build_parser", "resolve_run_config", "RunNotes", "METRICS"]
-
-METRICS = ["image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +129,7 @@ def _main(args: argparse.Namespace) -> int:
     categories = _categories(root, config.data.category, args.demo)
     rows = [run_one(args, _with_category(config, c), root, device, notes, len(categories) > 1) for c in categories]
     if len(rows) > 1 and _is_main_process():
-        mean = {"category": "mean", **{m: sum(r[m] for r in rows) / len(rows) for m in METRICS}}
+        mean = {"category": "mean", **{m: _mean([r[m] for r in rows]) for m in METRICS}}
         print("\nsummary\n" + metrics_table([*rows, mean], ["category", *METRICS]))
     return 0
 
@@ -133,12 +137,21 @@ def _main(args: argparse.Namespace) -> int:
 def run_one(
     args: argparse.Namespace, config: RunConfig, root: Path, device: torch.device, notes: RunNotes, many: bool
 ) -> dict[str, Any]:
-    """Train, fit, score and report one category; returns its row of metrics."""
+    """Train, choose and fit, score and report one category; returns its row of metrics."""
     category = config.data.category
     run_dir = _shared_by_ranks(_run_dir(args, category, many) if _is_main_process() else None)
     if args.download and not (root / category).is_dir():
         download_category(root, category)
+    notes = RunNotes(list(notes.lines))  # the run's notes, and this category's own
     data = _load(root, category, config.data.image_size, device, args, notes)
+    loaded = {data.image_size: data}
+
+    def load(size: int) -> CategoryData:
+        """The category at ``size`` pixels, read once per size, of the kind decided at the training size."""
+        if size not in loaded:
+            loaded[size] = _load(root, category, size, device, args, notes, kind_from=data)
+        return loaded[size]
+
     if data.source_kind == "procedural":
         notes.add("no other categories under the data root: texture defects are cut from procedural sources.")
 
@@ -149,6 +162,7 @@ def run_one(
         "seed": config.train.seed,
         "versions": _versions(),
         "started": datetime.now().isoformat(timespec="seconds"),
+        "data": _data_decisions(data),
     }
     if _is_main_process():
         write_json(run_dir / "config.json", config.to_dict())
@@ -162,29 +176,80 @@ def run_one(
             notes.add(str(warning.message))
     if not _is_main_process():  # other ranks only helped to train
         return {}
-    scoring_size = config.score.image_size or config.data.image_size
-    if scoring_size != data.image_size:  # the network is convolutional: it scores at any size
-        data = _load(root, category, scoring_size, device, args, notes)
-    evaluation = evaluate(result.model, data, config.score)
-    write_json(run_dir / "metrics.json", {"category": category, **evaluation.metrics})
-    evaluation.detector.save(run_dir / "detector.pt")
-    _save_pictures(data, evaluation, run_dir)
-    meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log, notes=notes.lines)
+    meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log,
+                pretext_accuracy=_check_pretext(result.model, config, data, notes))
+
+    detector, selection = select_and_fit(result.model, load, config.score, config.validation,
+                                         config.data.image_size, progress=not args.no_progress)
+    for line in selection.notes:
+        notes.add(line)
+    detector.save(run_dir / "detector.pt")  # before the test metrics: nothing fitted is lost if they fail
+    scored = load(selection.image_size)
+    _save_validation_pictures(scored, selection, config, run_dir)
+    evaluation = evaluate(detector, scored)
+    for line in evaluation.notes:
+        notes.add(line)
+    if evaluation.f1_thresholds is not None:
+        image_threshold, pixel_threshold = evaluation.f1_thresholds
+        if pixel_threshold is None:  # no masks: the pixel decisions keep the threshold from normal images
+            pixel_threshold = float(detector.pixel_threshold_normal)
+        detector.set_thresholds("f1", image_threshold, pixel_threshold)
+        detector.use_thresholds("f1").save(run_dir / "detector.pt")
+    row = {"category": category, **evaluation.metrics}
+    write_json(run_dir / "metrics.json", {**row, "notes": evaluation.notes, "validation": selection.to_dict()})
+    _save_pictures(scored, evaluation, run_dir)
+    meta.update(scoring={"image_size": selection.image_size, "image_score": selection.image_score,
+                         "decided_by": selection.decided_by}, notes=notes.lines)
     write_json(run_dir / "meta.json", meta)
     print(f"\n{category}: {result.steps} pretext steps ({result.init_used} init), run folder {run_dir}")
-    print(metrics_table([{"category": category, **evaluation.metrics}], ["category", *METRICS]))
-    return {"category": category, **evaluation.metrics}
+    print(selection_table(selection))
+    print(metrics_table([row], ["category", *METRICS]))
+    for line in evaluation.notes:
+        print(f"n/a: {line}")
+    return row
+
+
+def _data_decisions(data: CategoryData) -> dict[str, Any]:
+    """What the data layer decided about the category, for meta.json."""
+    return {"kind": data.kind, "moves": data.moves, "decided_by": data.kind_source,
+            "object_mask_share": round(data.object_mask_share, 4), "reason": data.kind_reason,
+            "sources": data.source_kind}
+
+
+#: A pretext accuracy below chance (1 / classes) plus this margin means the network learnt little.
+_CHANCE_MARGIN = 0.1
+
+
+def _check_pretext(model: torch.nn.Module, config: RunConfig, data: CategoryData, notes: RunNotes) -> float:
+    """The trained classifier's accuracy on fresh synthetic batches of the training images (eval
+    mode); a note when it is near chance, where the maps rest on barely trained features."""
+    generator = torch.Generator(data.device).manual_seed(config.train.seed)
+    synth = DefectSynthesizer(config.synth)
+    accuracy = pretext_accuracy(model, data.train, data.object_masks, synth, generator, data.source_images)
+    chance = 1 / config.synth.num_classes
+    if accuracy < chance + _CHANCE_MARGIN:
+        notes.add(f"the pretext classifier ends at accuracy {accuracy:.2f}, near chance ({chance:.2f}): it learnt "
+                  f"little, and the anomaly maps rest on barely trained features. Look at synthetic_samples.png: "
+                  f"are the defects visible, on the part? More steps, or category.json, may help.")
+    return accuracy
 
 
 def _load(root: Path, category: str, image_size: int, device: torch.device, args: argparse.Namespace,
-          notes: RunNotes) -> CategoryData:
+          notes: RunNotes, kind_from: CategoryData | None = None) -> CategoryData:
     """`load_category` at ``image_size``, its warnings kept as the run's notes."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_category(root, category, image_size=image_size, device=device, progress=not args.no_progress)
+        data = load_category(root, category, image_size=image_size, device=device, progress=not args.no_progress,
+                             kind_from=kind_from)
     for warning in caught:
         notes.add(str(warning.message))
     return data
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the figures that exist (a category without masks has no pixel metrics)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
 
 
 def _is_main_process() -> bool:
@@ -259,18 +324,41 @@ def _save_synthetic_samples(config: RunConfig, data: CategoryData, path: Path, c
 
 
 def _save_pictures(data: CategoryData, evaluation: Evaluation, run_dir: Path) -> None:
-    """ROC curves (image and pixel level) and one panel per test image."""
-    roc_picture(
-        {"image": (evaluation.image_scores, data.test_labels), "pixel": (evaluation.anomaly_maps, data.test_masks)},
-        run_dir / "roc.png",
-    )
+    """ROC curves (image and pixel level, those the test split allows) and one panel per test image."""
+    curves = {}
+    if evaluation.metrics["image_auroc"] is not None:
+        curves["image"] = (evaluation.image_scores, data.test_labels)
+    if evaluation.metrics["pixel_auroc"] is not None:
+        known = data.test_mask_known
+        curves["pixel"] = (evaluation.anomaly_maps[known], data.test_masks[known])
+    if curves:
+        roc_picture(curves, run_dir / "roc.png")
     # One colour scale for all images, from the median to the 99.9th percentile of the map values
     # (a strided sample of them: quantile takes at most 16M values).
     maps = evaluation.anomaly_maps
-    values = maps.flatten()[:: max(1, maps.numel() // 4_000_000)].float()
+    values = maps.flatten()[:: max(1, maps.numel() // _SCALE_SAMPLE)].float()
     scale = (float(values.quantile(0.5)), float(values.quantile(0.999)))
     names = [f"{kind}_{path.stem}" for kind, path in zip(data.test_defect_types, data.test_paths)]
     test_panels(data.test, data.test_masks, maps, names, run_dir / "test_images", scale)
+
+
+def _save_validation_pictures(data: CategoryData, selection: Selection, config: RunConfig, run_dir: Path) -> None:
+    """``validation.png``: each candidate's validation figures, the chosen one marked; and
+    ``validation_samples.png``: a few of the synthetic defects it was measured on."""
+    if not selection.figures:
+        return
+    selection_picture(selection.figures, (selection.image_size, selection.image_score), run_dir / "validation.png")
+    count = min(_SAMPLE_PAIRS, len(data.train))
+    positions = torch.arange(count, device=data.device)
+    defects = validation_set(data, positions, config.validation.families, config.validation.seed)
+    families = [config.validation.families[int(f)] for f in defects.family]
+    pairs_picture(data.train[positions], defects.images, defects.masks, families, run_dir / "validation_samples.png")
+
+
+#: Map values sampled for the pictures' colour scale (quantile takes at most 16M values).
+_SCALE_SAMPLE = 4_000_000
+#: Normal and defective pairs shown in validation_samples.png.
+_SAMPLE_PAIRS = 8
 
 
 def _versions() -> dict[str, Any]:

@@ -21,8 +21,9 @@ accumulated from feature sums, `PatchKNN` scores features against its memory ban
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import kornia
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "PatchKNN",
     "PATCH_SCORERS",
     "create_patch_scorer",
+    "stack_features",
     "greedy_coreset",
     "create_density",
     "embed_images",
@@ -145,6 +147,14 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
 _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
 
 
+def stack_features(feature_maps: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
+    """(b, C, h, w) float: every channel of ``layers``' maps (from `PretextModel.feature_maps`),
+    resampled to the grid of the first one and concatenated."""
+    grid = feature_maps[layers[0]].shape[-2:]
+    return torch.cat([F.interpolate(feature_maps[name].float(), size=grid, mode="bilinear", align_corners=False)
+                      for name in layers], dim=1)
+
+
 class PatchScorer(nn.Module):
     """Anomaly maps from dense intermediate features; subclasses say how a feature is scored.
 
@@ -176,19 +186,19 @@ class PatchScorer(nn.Module):
         self.sigma, self.layers = sigma, layers
         self.seed, self.batch_size = seed, batch_size
 
-    def patch_features(self, feature_maps: dict[str, Tensor]) -> Tensor:
-        """(b, channels, h, w) float features on the grid of the first layer, from the network's
-        `PretextModel.feature_maps`."""
-        grid = feature_maps[self.layers[0]].shape[-2:]
-        stacked = [F.interpolate(feature_maps[name].float(), size=grid, mode="bilinear", align_corners=False)
-                   for name in self.layers]
-        return torch.cat(stacked, dim=1)[:, self.keep]
+    def stack(self, feature_maps: dict[str, Tensor]) -> Tensor:
+        """`stack_features` of the scorer's layers: what `fit_stacked` fits and `maps_of_stacked`
+        scores (a stack computed once serves every fit on the same images)."""
+        return stack_features(feature_maps, self.layers)
 
     def anomaly_maps(self, feature_maps: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
         """(b, 1, *size) float smoothed anomaly maps from the network's feature maps of images of
         that ``size``; needs ``fit`` first."""
-        maps = F.interpolate(self._score(self.patch_features(feature_maps)), size=size, mode="bilinear",
-                             align_corners=False)
+        return self.maps_of_stacked(self.stack(feature_maps), size)
+
+    def maps_of_stacked(self, stacked: Tensor, size: tuple[int, int]) -> Tensor:
+        """(b, 1, *size) float smoothed anomaly maps from (b, C, h, w) `stack` features."""
+        maps = F.interpolate(self._score(stacked[:, self.keep]), size=size, mode="bilinear", align_corners=False)
         return gaussian_blur(maps, self.sigma)
 
     @torch.no_grad()
@@ -201,11 +211,18 @@ class PatchScorer(nn.Module):
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:
         """Fit on (N, 3, S, S) uint8 normal images."""
+        return self.fit_stacked(self.stack(maps) for maps in self._features(model, images))
+
+    @torch.no_grad()
+    def fit_stacked(self, stacked: Iterable[Tensor]) -> PatchScorer:
+        """Fit on batches of (b, C, h, w) `stack` features of normal images."""
         generator = torch.Generator().manual_seed(self.seed)
         available = sum(_LAYER_CHANNELS[name] for name in self.layers)
         keep = torch.randperm(available, generator=generator)[: self.channels].sort().values
-        _set_buffers(self, keep=keep.to(images.device))
-        self._fit(self.patch_features(maps) for maps in self._features(model, images))
+        batches = iter(stacked)
+        first = next(batches)
+        _set_buffers(self, keep=keep.to(first.device))
+        self._fit(part[:, self.keep] for part in itertools.chain([first], batches))
         return self
 
     @torch.no_grad()

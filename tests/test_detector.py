@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+from dataclasses import replace
 import json
 import os
 import subprocess
@@ -20,9 +21,12 @@ from ssad.export import main as export_main
 from ssad.metrics import auroc, image_auroc
 from ssad.predict import main as predict_main
 from ssad.run import main as run_main
+from ssad.image_score import map_statistics
 from ssad.score import embed_images
 
+# Validation at the training size only: the larger candidate sizes are tested in test_selection.py.
 TINY = ["--demo", "--image-size", "64", "--set", "train.batch_size=16", "--set", "train.init='scratch'",
+        "--set", "validation.sizes=[0]",
         "--no-progress", "--steps", "20"]
 
 
@@ -48,10 +52,12 @@ def test_saved_detector_reproduces_the_runs_metrics(run, demo_data):
     scores, maps = detector.score_all(demo_data.test)
     metrics = json.loads((run / "metrics.json").read_text())
     assert image_auroc(scores, demo_data.test_labels) == pytest.approx(metrics["image_auroc"], abs=1e-9)
-    # The same as fitting's own path (pooled embeddings -> density, dense maps -> patch scorer).
+    # The same as fitting's own path (dense maps -> patch scorer; pooled embeddings -> density;
+    # their statistics -> the image score the run chose).
     direct_maps = detector.patches.score(detector.model, demo_data.test)
-    direct_scores = detector.density.score(embed_images(detector.model, demo_data.test)) \
-        if detector.image_score == "density" else direct_maps.amax(dim=(1, 2, 3))
+    density = detector.density.score(embed_images(detector.model, demo_data.test)) \
+        if detector.density is not None else torch.full((len(direct_maps),), float("nan"))
+    direct_scores = detector.image_score(torch.cat([map_statistics(direct_maps), density[:, None]], dim=1))
     torch.testing.assert_close(scores, direct_scores, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(maps, direct_maps, rtol=1e-4, atol=1e-4)
     # Decisions follow the thresholds; both pairs are finite.
@@ -199,9 +205,9 @@ def test_map_max_image_score_is_the_maps_maximum(tmp_path):
     torch.manual_seed(0)
     model, _ = create_model("scratch")
     train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
-    cfg = ScoreConfig(image_score="auto", patch_scorer="knn", patch_memory=300)
-    assert fit_detector(model, train, cfg, moves=False).image_score == "density"
-    detector = fit_detector(model, train, cfg, moves=True)
+    cfg = ScoreConfig(image_score="density", patch_scorer="knn", patch_memory=300)
+    assert fit_detector(model, train, cfg, moves=False).image_score.kind == "density"
+    detector = fit_detector(model, train, replace(cfg, image_score="map_max"), moves=True)
     out = detector(train[:4])
     torch.testing.assert_close(out.scores, out.maps.amax(dim=(1, 2, 3)))
     # The map's maximum needs no image density: none is fitted, saved or loaded.
@@ -214,7 +220,7 @@ def test_map_max_image_score_is_the_maps_maximum(tmp_path):
         Detector(model, None, detector.patches, 64, image_score="density")
     with pytest.raises(ValueError, match="image_score"):
         ScoreConfig(image_score="mean")
-    with pytest.raises(ValueError, match=r"score.image_size=32: use 0 \(the training size\) or 64"):
+    with pytest.raises(ValueError, match=r"score.image_size=32: use \"auto\" .*, 0 \(the training size\) or 64"):
         ScoreConfig(image_size=32)
 
 
@@ -234,3 +240,21 @@ def test_localization_bench_scores_a_run_at_other_sizes(run, tmp_path):
     same, bigger = rows[0], rows[2]
     assert same["pixel_auroc"] == pytest.approx(result["run_metrics"]["pixel_auroc"], abs=1e-6)
     assert 0 < bigger["aupro"] <= 1 and 0 <= bigger["image_auroc_of_map_max"] <= 1
+
+
+def test_a_fused_image_score_exports_with_its_standardisation(tmp_path):
+    """The fusion's standardisation (buffers) travels into the exported program."""
+    from ssad.config import ScoreConfig
+    from ssad.detector import fit_detector
+    from ssad.export import export_program
+    from ssad.model import create_model
+
+    torch.manual_seed(0)
+    model, _ = create_model("scratch")
+    train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    detector = fit_detector(model, train, ScoreConfig(image_score="fusion", patch_memory=300), moves=False, folds=3)
+    export_program(detector, tmp_path / "detector.pt2")
+    exported = torch.export.load(str(tmp_path / "detector.pt2")).module()
+    images = torch.rand(3, 3, 80, 72, generator=torch.Generator().manual_seed(1))
+    for ours, theirs in zip(detector(images), exported(images)):
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)

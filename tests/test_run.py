@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from ssad.data import DEMO_CATEGORIES, make_demo_dataset
 from ssad.run import METRICS, main
 
+# Validation at the training size only: the larger candidate sizes are tested in test_selection.py.
 TINY = ["--demo", "--image-size", "64", "--set", "train.batch_size=16", "--set", "train.init='scratch'",
+        "--set", "validation.sizes=[0]",
         "--no-progress"]
 
 
@@ -50,7 +54,12 @@ def test_category_all_prints_a_summary(tmp_path, capsys):
     assert main([*TINY, "--steps", "2", "--category", "all", "--out", str(tmp_path / "all")]) == 0
     printed = capsys.readouterr().out
     assert "summary" in printed and "mean" in printed
-    assert {p.name for p in (tmp_path / "all").iterdir()} == {"demo_object", "demo_moving", "demo_dark", "demo_texture"}
+    assert {p.name for p in (tmp_path / "all").iterdir()} == set(DEMO_CATEGORIES)
+    # Each category's meta.json holds the run's notes and its own, not another category's.
+    notes = json.loads((tmp_path / "all" / "demo_object" / "meta.json").read_text())["notes"]
+    assert not any("demo_strip" in note for note in notes)
+    strip = json.loads((tmp_path / "all" / "demo_strip" / "meta.json").read_text())["notes"]
+    assert any("demo_strip" in note for note in strip)
 
 
 def test_bad_input_gets_clear_errors(tmp_path, capsys):
@@ -80,3 +89,58 @@ def test_a_run_with_every_family_and_one_class_per_family(tmp_path):
     assert main([*TINY, *families, "--steps", "4", "--out", str(out)]) == 0
     assert load_detector(out / "detector.pt").model.classifier.out_features == 5
     assert set(METRICS) <= set(json.loads((out / "metrics.json").read_text()))
+
+
+def test_a_run_records_what_validation_chose_and_what_the_data_layer_decided(tmp_path, capsys):
+    out = tmp_path / "chosen"
+    assert main([*TINY, "--steps", "4", "--category", "demo_moving", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    validation = metrics["validation"]
+    chosen = (validation["image_size"], validation["image_score"])
+    assert chosen in {(row["image_size"], row["image_score"]) for row in validation["figures"]}
+    assert validation["decided_by"] == {"image_size": "validation", "image_score": "validation"}
+    assert validation["rule"].startswith("highest mean")
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["scoring"]["image_size"], meta["scoring"]["image_score"]) == chosen
+    assert meta["data"]["kind"] == "object" and meta["data"]["moves"] and meta["data"]["decided_by"] == "category.json"
+    assert 0 <= meta["pretext_accuracy"] <= 1
+    for name in ("validation.png", "validation_samples.png", "detector.pt"):
+        assert (out / name).is_file(), name
+    assert "<- chosen" in capsys.readouterr().out
+
+
+def test_a_category_with_image_labels_only_finishes_with_pixel_metrics_na(tmp_path, capsys):
+    """Defective test images without masks: image metrics, pixel metrics null with a note, and the
+    detector and pictures written as usual."""
+    root = tmp_path / "data"
+    make_demo_dataset(root, image_size=64, n_train=16, n_test=3, categories=["demo_object"])
+    shutil.rmtree(root / "demo_object" / "ground_truth")
+    out = tmp_path / "labels_only"
+    args = [a for a in TINY if a != "--demo"]
+    assert main([*args, "--steps", "2", "--data-root", str(root), "--category", "demo_object", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["image_auroc"] <= 1 and 0 < metrics["image_f1_max"] <= 1
+    assert metrics["pixel_auroc"] is None and metrics["aupro"] is None and metrics["pixel_f1_max"] is None
+    assert any("ground-truth mask" in note for note in metrics["notes"])
+    for name in ("detector.pt", "roc.png", "meta.json"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "test_images").glob("*.png"))) == 12
+    printed = capsys.readouterr().out
+    assert "n/a" in printed
+    from ssad.detector import load_detector
+
+    detector = load_detector(out / "detector.pt")  # f1 image threshold; the pixel one from normal images
+    assert detector.thresholds == "f1" and detector.pixel_threshold_f1 == detector.pixel_threshold_normal
+
+
+def test_a_surface_without_category_file_is_read_as_a_texture(tmp_path):
+    """demo_strip fills the frame and has no category.json: the run says what the data layer
+    decided, and the pretext trains on texture defects."""
+    out = tmp_path / "strip"
+    # Validated at a second size too: the kind is decided once, at the training size, and said once.
+    assert main([*TINY, "--steps", "2", "--category", "demo_strip", "--set", "validation.sizes=[0, 80]",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["data"]["kind"] == "texture" and meta["data"]["decided_by"] == "estimated"
+    assert "category.json" in meta["data"]["reason"]
+    assert [note for note in meta["notes"] if "no category.json" in note] == [meta["data"]["reason"]]

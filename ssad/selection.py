@@ -1,0 +1,274 @@
+"""Settings chosen per category on the synthetic validation set, under one stated rule.
+
+    detector, selection = select_and_fit(model, load, config.score, config.validation, moves=data.moves)
+
+The settings a user leaves at "auto" (``score.image_size``, ``score.image_score``) are chosen
+among ``validation.sizes`` x ``validation.image_scores``, with no labelled defect:
+
+1. The normal training images are split into ``validation.folds`` folds. At each candidate size,
+   each fold is scored by scorers fitted on the other folds (cross-fitting: every image is held
+   out once, and no image is scored by a memory that holds its own patches).
+2. Up to ``validation.images`` held-out images also get a synthetic defect (`ssad.validation`:
+   families the pretext never trained on), scored by the same held-out scorers.
+3. Each candidate gets three validation figures: image AUROC (all held-out normal images against
+   the defective copies), pixel AUROC and AUPRO (the defective copies and their normal originals,
+   against the defects' masks). The fusion's standardisation comes from the held-out normal images.
+4. `RULE`: the candidate with the highest mean of its three figures wins; a tie (within
+   `TIE`) goes to the smaller size (it costs less), then to the earlier image score of
+   `ssad.image_score.IMAGE_SCORES` (the simpler one).
+
+The final detector is fitted at the chosen size on **all** normal training images; its "normal"
+thresholds and its fusion's standardisation come from the chosen size's held-out scores, which the
+detector needed anyway. A setting given in the config is not chosen: it is the only candidate of
+its kind, and its validation figures are still reported.
+
+Cost: ``folds`` fits of the scorers per candidate size (the image scores share them) plus the final
+fit; at one size (both settings given) that is what the "normal" thresholds always cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ssad.config import ScoreConfig, ValidationConfig
+from ssad.data import CategoryData
+from ssad.detector import (
+    Detector,
+    embed,
+    fit_scorers,
+    fold_indices,
+    held_out_statistics,
+    set_normal_thresholds,
+)
+from ssad.image_score import IMAGE_SCORES, STATISTICS, ImageScore
+from ssad.metrics import aupro, image_auroc, pixel_auroc
+from ssad.model import PretextModel
+from ssad.validation import SyntheticDefects, foreign_sources, synthetic_defects
+
+__all__ = ["RULE", "TIE", "CandidateFigures", "Selection", "SizeValidation", "choose", "select_and_fit",
+           "validate_size", "validation_plan", "validation_set"]
+
+#: Two candidates whose objectives differ by less than this are tied: far below what the
+#: validation set can resolve, it only keeps float noise from deciding.
+TIE = 1e-3
+RULE = ("highest mean of validation image AUROC, pixel AUROC and AUPRO; ties (within 0.001) to the smaller "
+        "scoring size, then to the earlier image score of map_max, map_top, density, fusion")
+
+
+@dataclass(frozen=True)
+class CandidateFigures:
+    """One candidate's validation figures: synthetic defects on held-out normal images."""
+
+    image_size: int
+    image_score: str
+    image_auroc: float
+    pixel_auroc: float
+    aupro: float
+
+    @property
+    def objective(self) -> float:
+        """What `RULE` maximises: the mean of the three figures."""
+        return (self.image_auroc + self.pixel_auroc + self.aupro) / 3
+
+
+@dataclass
+class Selection:
+    """What validation chose and why: the chosen ``image_size`` and ``image_score``, how each
+    was decided (``"validation"``, ``"config"``, or ``"default"`` where there were too few
+    images to validate), every candidate's figures, and what the validation set was."""
+
+    image_size: int
+    image_score: str
+    decided_by: dict[str, str]
+    figures: list[CandidateFigures]
+    folds: int
+    normal_images: int
+    defective_images: int
+    families: tuple[str, ...]
+    seconds: float
+    rule: str = RULE
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for metrics.json: the choice, the rule and each candidate's figures."""
+        out = asdict(self)
+        out["figures"] = [{**asdict(f), "objective": f.objective} for f in self.figures]
+        out["families"] = list(self.families)
+        return out
+
+
+def choose(figures: list[CandidateFigures]) -> CandidateFigures:
+    """The candidate `RULE` picks."""
+    best = max(f.objective for f in figures)
+    tied = [f for f in figures if f.objective >= best - TIE]
+    return min(tied, key=lambda f: (f.image_size, IMAGE_SCORES.index(f.image_score)))
+
+
+def validation_plan(count: int, validation: ValidationConfig,
+                    device: torch.device | str = "cpu") -> tuple[list[Tensor], Tensor]:
+    """The folds of ``count`` training images (`ssad.detector.fold_indices`; none when too few) and
+    the (V,) int64 positions of the V = min(count, ``validation.images``) images that get a
+    synthetic defect, a seeded random choice, in ascending order."""
+    folds = fold_indices(count, validation.folds, validation.seed, device)
+    positions = torch.randperm(count, generator=torch.Generator().manual_seed(validation.seed))
+    return folds, positions[: validation.images].sort().values.to(device)
+
+
+def validation_set(data: CategoryData, positions: Tensor, families: tuple[str, ...], seed: int,
+                   reference: CategoryData | None = None) -> SyntheticDefects:
+    """Synthetic defects on the training images of ``data`` at ``positions`` (V,) int64: on their
+    object masks, Poisson patches from the next training image, Perlin fills from
+    `foreign_sources`; drawn on the ``reference`` (the same category at another size) and replayed
+    at ``data``'s size, so that every size gets the same defects."""
+    def masks_of(d: CategoryData) -> Tensor:
+        return d.object_masks[positions] if d.moves else d.object_masks
+
+    others = data.train[(positions + 1) % len(data.train)]
+    return synthetic_defects(data.train[positions], positions, masks_of(data), others, foreign_sources(data),
+                             families, seed, drawn_on=None if reference is None else masks_of(reference))
+
+
+def select_and_fit(
+    model: PretextModel,
+    load: Callable[[int], CategoryData],
+    score: ScoreConfig,
+    validation: ValidationConfig,
+    training_size: int,
+    progress: bool = True,
+) -> tuple[Detector, Selection]:
+    """Choose the "auto" settings of ``score`` on the synthetic validation set and fit the detector.
+
+    Args:
+        load: the category at a given side (`ssad.data.load_category`, cached): called once per
+            candidate size.
+        training_size: the side the network was trained at (what a size of 0 means).
+
+    Returns the detector, fitted at the chosen size on all training images, with its "normal"
+    thresholds set, and the `Selection`.
+    """
+    start = time.perf_counter()
+    sizes = validation.candidate_sizes(training_size) if score.image_size == "auto" \
+        else [score.image_size or training_size]
+    kinds = list(validation.image_scores) if score.image_score == "auto" else [score.image_score]
+    kinds = sorted(set(kinds), key=IMAGE_SCORES.index)
+    decided = {"image_size": "validation" if score.image_size == "auto" else "config",
+               "image_score": "validation" if score.image_score == "auto" else "config"}
+
+    first = load(sizes[0])
+    folds, positions = validation_plan(len(first.train), validation, first.device)
+    if not folds:  # too few images to hold a fold out: the first candidates, fitted in-sample
+        return _without_validation(model, first, score, kinds[0], decided, start,
+                                   f"{len(first.train)} training images are too few to hold out "
+                                   f"{validation.folds} folds (at least {2 * validation.folds} needed)")
+
+    density = any(ImageScore(k).needs_density for k in kinds)
+    figures: list[CandidateFigures] = []
+    normal: dict[int, Tensor] = {}  # held-out statistics at each size: the chosen one's set the thresholds
+    bar = tqdm(total=len(sizes) * len(folds), desc="validation", unit="fit", disable=not progress)
+    reference = load(sizes[-1])  # defects are drawn at the largest size and replayed at the others
+    for size in sizes:
+        scored = validate_size(model, load(size), score, validation, folds, positions, density, reference,
+                               bar.update)
+        figures += scored.figures(kinds)
+        normal[size] = scored.normal
+    bar.close()
+
+    chosen = choose(figures)
+    data = load(chosen.image_size)
+    detector = fit_scorers(model, data.train, score, data.moves, chosen.image_score)
+    set_normal_thresholds(detector, normal[chosen.image_size], score.normal_quantile)
+    selection = Selection(
+        image_size=chosen.image_size, image_score=chosen.image_score, decided_by=decided, figures=figures,
+        folds=len(folds), normal_images=len(first.train), defective_images=len(positions),
+        families=tuple(validation.families), seconds=time.perf_counter() - start,
+    )
+    return detector, selection
+
+
+@dataclass
+class SizeValidation:
+    """The validation set scored at one size by held-out scorers.
+
+    ``normal`` (N, 3) and ``defective`` (V, 3) float: `STATISTICS` of every training image and of
+    each defective copy; ``maps`` (2, V, 1, S, S) float: the maps of the V validation images'
+    normal originals (0) and defective copies (1); ``masks`` (V, 1, S, S) bool and ``family`` (V,)
+    int64: each copy's defect and its family (index into ``validation.families``).
+    """
+
+    image_size: int
+    normal: Tensor
+    defective: Tensor
+    maps: Tensor
+    masks: Tensor
+    family: Tensor
+
+    def figures(self, kinds: list[str], rows: Tensor | None = None) -> list[CandidateFigures]:
+        """Each image score's `CandidateFigures` here, on the validation images ``rows`` (V,) bool
+        (all by default: a subset, e.g. one family, is for benchmarks). The fusion is standardised
+        on every held-out normal image, as the detector will be."""
+        rows = torch.ones(len(self.defective), dtype=torch.bool, device=self.defective.device) if rows is None \
+            else rows
+        maps = self.maps[:, rows].flatten(0, 1)
+        truth = torch.cat([torch.zeros_like(self.masks[rows]), self.masks[rows]])
+        pixel, region = pixel_auroc(maps, truth), aupro(maps, truth)
+        labels = torch.cat([torch.zeros(len(self.normal)), torch.ones(int(rows.sum()))])
+        figures = []
+        for kind in kinds:
+            scorer = ImageScore(kind)
+            if kind == "fusion":
+                scorer.calibrate(self.normal)
+            scores = torch.cat([scorer(self.normal), scorer(self.defective[rows])])
+            figures.append(CandidateFigures(self.image_size, kind, image_auroc(scores, labels), pixel, region))
+        return figures
+
+
+def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, validation: ValidationConfig,
+                  folds: list[Tensor], positions: Tensor, density: bool, reference: CategoryData | None = None,
+                  on_fold: Callable[[], None] | None = None) -> SizeValidation:
+    """Score ``data``'s training images and the synthetic defects on those at ``positions`` (V,)
+    int64 (drawn on ``reference``, `validation_set`) with scorers fitted on the other ``folds``
+    (the image density too, where ``density``); ``on_fold()`` is called after each fold."""
+    defects = validation_set(data, positions, validation.families, validation.seed, reference)
+    is_validation = torch.zeros(len(data.train), dtype=torch.bool, device=data.device)
+    is_validation[positions] = True
+    row_of = torch.full((len(data.train),), -1, dtype=torch.long, device=data.device)
+    row_of[positions] = torch.arange(len(positions), device=data.device)
+    defective = torch.empty(len(positions), len(STATISTICS), device=data.device)
+    size = data.image_size
+    maps = torch.empty(2, len(positions), 1, size, size, device=data.device)
+
+    def score_defects(fitted: Detector, held: Tensor, held_maps: Tensor) -> None:
+        """The held-out fold's defective copies, by the same held-out scorers."""
+        chosen = is_validation[held]
+        rows = row_of[held[chosen]]
+        if len(rows):
+            maps[0, rows] = held_maps[chosen]
+            maps[1, rows], defective[rows] = fitted.score_embedding(embedded_defects[rows])
+        if on_fold is not None:
+            on_fold()
+
+    # Each image is embedded once; the folds' fits and scores share it.
+    embedded_defects = embed(model, defects.images, score.patch_layers, density)
+    train = embed(model, data.train, score.patch_layers, density)
+    normal = held_out_statistics(model, train, score, data.moves, folds, density, score_defects)
+    return SizeValidation(size, normal, defective, maps, defects.masks, defects.family)
+
+
+def _without_validation(model: PretextModel, data: CategoryData, score: ScoreConfig, kind: str,
+                        decided: dict[str, str], start: float, why: str) -> tuple[Detector, Selection]:
+    """The fallback for tiny categories: the first candidate size and image score, thresholds in-sample."""
+    detector = fit_scorers(model, data.train, score, data.moves, kind)
+    set_normal_thresholds(detector, detector.score_stack(data.train)[1], score.normal_quantile)
+    decided = {k: "default" if v == "validation" else v for k, v in decided.items()}
+    note = f"no validation: {why}; scoring at {data.image_size} px with the {kind} image score, in-sample thresholds."
+    selection = Selection(image_size=data.image_size, image_score=kind, decided_by=decided, figures=[], folds=0,
+                          normal_images=len(data.train), defective_images=0, families=(), notes=[note],
+                          seconds=time.perf_counter() - start)
+    return detector, selection
