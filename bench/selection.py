@@ -37,7 +37,7 @@ from ssad.detector import fit_scorers
 from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
-from ssad.selection import CandidateFigures, choose, validate_size, validation_plan
+from ssad.selection import CandidateFigures, choose, validate_sizes
 from ssad.synth.preview import save_png
 
 #: The hand-chosen preset this project had before validation (configs/cpu.toml): 320 px, map maximum.
@@ -115,13 +115,11 @@ def compare(run: Path, data_root: Path, validation: ValidationConfig, progress: 
     kinds = list(IMAGE_SCORES)
     sizes = validation.candidate_sizes(training_size)
     data = {s: load_category(data_root, category, image_size=s, progress=False) for s in sizes}
-    folds, positions = validation_plan(len(data[sizes[0]].train), validation, data[sizes[0]].device)
-    if not folds:
-        raise ValueError(f"{run}: too few training images to validate")
     rows, by_family = [], {name: [] for name in validation.families}
     validation_all, test_all = [], []
-    for size in sizes:
-        scored = validate_size(model, data[size], config.score, validation, folds, positions, density=True)
+    # The run's own validation (`ssad.selection.validate_sizes`), with the density for every image score.
+    for scored in validate_sizes(model, data.__getitem__, config.score, validation, sizes, density=True):
+        size = scored.image_size
         figures = scored.figures(kinds)
         for f, name in enumerate(validation.families):
             by_family[name] += scored.figures(kinds, scored.family == f)
@@ -141,7 +139,8 @@ def compare(run: Path, data_root: Path, validation: ValidationConfig, progress: 
                                        for name in validation.families}
     return {
         "run": str(run), "category": category, "training_size": training_size, "moves": data[sizes[0]].moves,
-        "training_images": len(data[sizes[0]].train), "validation_images": len(positions), "folds": len(folds),
+        "training_images": len(data[sizes[0]].train), "validation_images": len(scored.defective),
+        "folds": validation.folds,
         "rows": rows,
         "agreement": agreement(validation_all, test_all),
         "agreement_by_family": {name: agreement(by_family[name], test_all) for name in validation.families},

@@ -29,7 +29,7 @@ fit; at one size (both settings given) that is what the "normal" thresholds alwa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ from ssad.model import PretextModel
 from ssad.validation import SyntheticDefects, foreign_sources, synthetic_defects
 
 __all__ = ["RULE", "TIE", "CandidateFigures", "Selection", "SizeValidation", "choose", "select_and_fit",
-           "validate_size", "validation_plan", "validation_set"]
+           "validate_size", "validate_sizes", "validation_plan", "validation_set"]
 
 #: Two candidates whose objectives differ by less than this are tied: far below what the
 #: validation set can resolve, it only keeps float noise from deciding.
@@ -162,22 +162,18 @@ def select_and_fit(
                "image_score": "validation" if score.image_score == "auto" else "config"}
 
     first = load(sizes[0])
-    folds, positions = validation_plan(len(first.train), validation, first.device)
-    if not folds:  # too few images to hold a fold out: the first candidates, fitted in-sample
+    if not validation_plan(len(first.train), validation)[0]:  # too few to hold out folds: the first candidates
         return _without_validation(model, first, score, kinds[0], decided, start,
                                    f"{len(first.train)} training images are too few to hold out "
                                    f"{validation.folds} folds (at least {2 * validation.folds} needed)")
-
     density = any(ImageScore(k).needs_density for k in kinds)
     figures: list[CandidateFigures] = []
     normal: dict[int, Tensor] = {}  # held-out statistics at each size: the chosen one's set the thresholds
-    bar = tqdm(total=len(sizes) * len(folds), desc="validation", unit="fit", disable=not progress)
-    reference = load(sizes[-1])  # defects are drawn at the largest size and replayed at the others
-    for size in sizes:
-        scored = validate_size(model, load(size), score, validation, folds, positions, density, reference,
-                               bar.update)
+    bar = tqdm(total=len(sizes) * validation.folds, desc="validation", unit="fit", disable=not progress)
+    for scored in validate_sizes(model, load, score, validation, sizes, density, bar.update):
         figures += scored.figures(kinds)
-        normal[size] = scored.normal
+        normal[scored.image_size] = scored.normal
+        defective_images = len(scored.defective)
     bar.close()
 
     chosen = choose(figures)
@@ -186,7 +182,7 @@ def select_and_fit(
     set_normal_thresholds(detector, normal[chosen.image_size], score.normal_quantile)
     selection = Selection(
         image_size=chosen.image_size, image_score=chosen.image_score, decided_by=decided, figures=figures,
-        folds=len(folds), normal_images=len(first.train), defective_images=len(positions),
+        folds=validation.folds, normal_images=len(first.train), defective_images=defective_images,
         families=tuple(validation.families), seconds=time.perf_counter() - start,
     )
     return detector, selection
@@ -259,6 +255,22 @@ def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, v
     train = embed(model, data.train, score.patch_layers, density)
     normal = held_out_statistics(model, train, score, data.moves, folds, density, score_defects)
     return SizeValidation(size, normal, defective, maps, defects.masks, defects.family)
+
+
+def validate_sizes(model: PretextModel, load: Callable[[int], CategoryData], score: ScoreConfig,
+                   validation: ValidationConfig, sizes: list[int], density: bool,
+                   on_fold: Callable[[], None] | None = None) -> Iterator[SizeValidation]:
+    """`validate_size` at each of ``sizes`` (ascending): the folds and the validation images are
+    planned once, the defects drawn on the largest size and replayed at the others, so every size
+    is measured on the same images and defects. Raises ValueError when there are too few training
+    images to hold out ``validation.folds`` folds."""
+    first = load(sizes[0])
+    folds, positions = validation_plan(len(first.train), validation, first.device)
+    if not folds:
+        raise ValueError(f"{len(first.train)} training images are too few to hold out {validation.folds} folds.")
+    reference = load(sizes[-1])
+    for size in sizes:
+        yield validate_size(model, load(size), score, validation, folds, positions, density, reference, on_fold)
 
 
 def _without_validation(model: PretextModel, data: CategoryData, score: ScoreConfig, kind: str,
