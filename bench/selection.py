@@ -208,11 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
                         help="candidate scoring sizes (0: the training size)")
     parser.add_argument("--images", type=int, default=ValidationConfig.images,
                         help="held-out images given a synthetic defect")
+    parser.add_argument("--families", nargs="+", default=list(ValidationConfig.families),
+                        help="validation families, taking turns over the images; each is also measured alone")
     parser.add_argument("--out", type=Path, help="JSON file; the scatter plot goes beside it as .png")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
-    validation = ValidationConfig(sizes=tuple(args.sizes), images=args.images)
+    validation = ValidationConfig(sizes=tuple(args.sizes), images=args.images, families=tuple(args.families))
     results = [compare(run, args.data_root, validation, not args.quiet) for run in args.run]
     print(markdown_table(results))
     result = {"validation": asdict(validation), "preset": list(PRESET), "runs": results}

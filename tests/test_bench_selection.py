@@ -36,7 +36,8 @@ def test_bench_scores_the_grid_on_a_run_and_reports_agreement(tmp_path):
                          "validation.sizes=[0]", "--no-progress", "--out", str(run)]) == 0
     out = tmp_path / "selection.json"
     subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--data-root", str(cache / "demo"),
-                    "--sizes", "0", "96", "--images", "12", "--quiet", "--out", str(out)],
+                    "--sizes", "0", "96", "--images", "12", "--families", "perlin", "poisson", "--quiet",
+                    "--out", str(out)],
                    check=True, capture_output=True, timeout=600, env={**os.environ, "SSAD_CACHE_DIR": str(cache)})
     result = json.loads(out.read_text())["runs"][0]
     assert result["category"] == "demo_object" and result["validation_images"] == 12
