@@ -8,8 +8,9 @@ defective copies (image AUROC) and find the defects (pixel AUROC, AUPRO).
 
 **Which defects validate.** The pretext network is trained to spot the spec's cut-paste polygons
 and scars (`SynthConfig.family_probs = (1, 0, 0)`): validating on them would measure the training
-task, which the network has learnt, not the unknown defects of the part. Validation uses the two
-other families of the engine, whose shapes, fills and blending the network never saw:
+task, which the network has learnt, not the unknown defects of the part. Validation uses the
+engine's other families, whose shapes, fills and blending the network never saw (Perlin alone by
+default, `ssad.config.ValidationConfig.families`; docs/validation.md says why):
 
 - ``"perlin"`` (DRAEM's anomalies): blobs of thresholded Perlin noise, from one island to a few,
   most between 0.05% and 5% of the image (`VALIDATION_FAMILIES`), blended at an opacity of 0.5 to
@@ -18,7 +19,9 @@ other families of the engine, whose shapes, fills and blending the network never
   stains, contamination, worn or disturbed surface.
 - ``"poisson"`` (NSA's): a patch of another normal image of the category, resampled, 3% to 20% of
   the image's side, blended in the gradient domain so that no seam gives it away: structural
-  defects, a part of the object where it does not belong.
+  defects, a part of the object where it does not belong. Not a default: a seamless patch is
+  found less the larger the scoring size (its inside keeps normal gradients), so it ranks sizes by
+  the patch's size against the features' receptive field rather than by the part's defects.
 
 Colour jitter is off: a defective copy differs from its normal image only around its mask, so the
 ranking measures the defect and nothing else. Images take the families in turn (by position), and
