@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 import ssad
-from ssad.atomic import write_json
+from ssad.atomic import save_png, write_json
 from ssad.config import RunConfig, load_config
 from ssad.cpu import retain_freed_memory
 from ssad.data import (
@@ -52,7 +52,7 @@ from ssad.evaluate import METRICS, Evaluation, evaluate
 from ssad.report import metrics_table, pairs_picture, roc_picture, selection_picture, selection_table, test_panels
 from ssad.selection import Selection, select_and_fit, validation_set
 from ssad.synth import DefectSynthesizer
-from ssad.synth.preview import render_grid, save_png
+from ssad.synth.preview import render_grid
 from ssad.train import init_distributed, pretext_accuracy, train
 
 __all__ = ["main", "build_parser", "resolve_run_config", "RunNotes", "METRICS"]

@@ -15,13 +15,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     if argv[0] == "export":
-        from ssad.synth.dataset import main as export
+        from ssad.synth_export import main as export
 
         return export(argv[1:])
-    from ssad.synth.preview import main as preview
+    from ssad.synth_preview import main as preview
 
-    preview(argv[1:])
-    return 0
+    return preview(argv[1:])
 
 
 if __name__ == "__main__":
