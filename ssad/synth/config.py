@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .backends import PROVIDERS
+
 __all__ = ["SynthConfig", "Interval", "FILL_MODES", "BACKENDS", "FAMILIES", "PRETEXTS", "DEFECT_KINDS", "defect_kind"]
 
 Interval = tuple[float, float]
@@ -18,8 +20,8 @@ FAMILIES = ("cutpaste", "perlin", "poisson")
 DEFECT_KINDS = ("normal", "polygon", "scar", *FAMILIES[1:])
 #: "3way": the spec's labels, every big defect is 1; "families": Perlin blobs 3, Poisson patches 4.
 PRETEXTS = ("3way", "families")
-#: Compositing backends: "auto" takes the fused kernel where the device allows (kernels issue).
-BACKENDS = ("auto", "reference", "fused")
+#: Compositing backends (`ssad.synth.backends`): "auto" takes the fused kernel where the device allows.
+BACKENDS = ("auto", *PROVIDERS)
 
 
 @dataclass(frozen=True)
