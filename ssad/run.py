@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 import ssad
 from ssad.atomic import save_png, write_json
+from ssad.cli import command_parser
 from ssad.config import RunConfig, load_config
 from ssad.cpu import retain_freed_memory
 from ssad.data import (
@@ -58,8 +59,9 @@ from ssad.train import init_distributed, pretext_accuracy, train
 __all__ = ["main", "build_parser", "resolve_run_config", "run_one", "RunOptions", "RunNotes", "METRICS"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssad.run", description=__doc__.splitlines()[0].strip("`: "))
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.run`` (``ssad run``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
     p.add_argument("--category", help="MVTec AD category, a custom folder name under the data root, or 'all'")
     p.add_argument("--data-root",
                    help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
@@ -117,8 +119,8 @@ class RunNotes:
             print(f"note: {text}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return _main(args)
     except (ValueError, FileNotFoundError, DataError) as error:  # bad input: say what, not where in the code

@@ -29,13 +29,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ssad.cli import command_parser
 from ssad.config import load_config
 from ssad.data import DataError, load_category, resolve_data_root
 from ssad.data.layout import GOOD
 from ssad.synth import DefectSynthesizer, SampleStreams, SynthOutput
 from ssad.synth.config import defect_kind
 
-__all__ = ["export_dataset", "main"]
+__all__ = ["export_dataset", "build_parser", "main"]
 
 
 def _kind(label: int, family: int) -> str:
@@ -106,21 +107,26 @@ def _write_batch(folder: Path, indices: torch.Tensor, result: SynthOutput, seed:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ssad.synth export", description=__doc__.splitlines()[0].strip("`: "))
-    p.add_argument("--category", required=True)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.synth export`` (``ssad synth export``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
+    p.add_argument("--category", required=True, help="category folder under the data root")
     p.add_argument("--data-root",
                    help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
     p.add_argument("--out", type=Path, required=True, help="folder to write <category>/ into")
     p.add_argument("--n", type=int, default=200, help="number of samples")
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=256, help="square image side the category is read at")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-sample streams")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per synthesizer call (the output is the same)")
     p.add_argument("--config", action="append", default=[], metavar="TOML", help="settings ([synth] section)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting")
+    p.add_argument("--device", default="cpu", help="device the samples are made on")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         folder = export_dataset(resolve_data_root(args.data_root), args.category, args.out, args.n,
                                 image_size=args.image_size, seed=args.seed, batch_size=args.batch_size,
@@ -131,3 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.n} samples to {folder} (MVTec AD layout; params.jsonl)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
