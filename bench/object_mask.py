@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ssad.atomic import write_json
+from ssad.atomic import save_png, write_json
 from ssad.data import DEMO_CATEGORIES, CategoryData, load_category, make_demo_dataset
 from ssad.data.categories import CategoryInfo
 from ssad.data.objects import MARGIN, category_object_masks, estimate_object_masks
-from ssad.synth.preview import save_png
 
 #: method name -> `object_mask` options. "old" is ssad's estimate before texture was a cue: colour
 #: distance and Otsu's threshold alone, no regrowing, the same 3% margin for every object.

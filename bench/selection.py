@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ssad.atomic import write_json
+from ssad.atomic import save_png, write_json
 from ssad.config import RunConfig, ScoreConfig, ValidationConfig
 from ssad.data import CategoryData, load_category
 from ssad.detector import fit_scorers
@@ -38,7 +38,6 @@ from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.selection import CandidateFigures, choose, validate_sizes
-from ssad.synth.preview import save_png
 
 #: The hand-chosen preset this project had before validation (configs/cpu.toml): 320 px, map maximum.
 PRESET = (320, "map_max")

@@ -36,13 +36,13 @@ from PIL import Image
 from cpu_baseline import make_loader
 from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
+from ssad.data.layout import IMAGE_EXTENSIONS
 from ssad.synth import DefectSynthesizer, SynthConfig
 
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 # The engine as the training loop runs it: the spec's defaults, without the float range check
 # (one read-back per call; uint8 needs none).
 ENGINE_CONFIG = SynthConfig(check_values=False)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,9 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_images(folder: Path, size: int, limit: int) -> torch.Tensor:
     """Decodes up to ``limit`` images under ``folder``, resized; returns (N,3,size,size) uint8."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
     if not paths:
-        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
+        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}")
     arrays = [
         np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
         for p in paths

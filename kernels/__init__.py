@@ -1,8 +1,10 @@
 """Fused GPU kernels of the synthesis hot path (installed as ``ssad.kernels``).
 
 `fused_apply` has the contract of `ssad.synth.functional.apply` and computes the same batch in one
-Triton kernel pass (see `ssad.kernels.fused`). Triton is an optional dependency: importing this
-package never imports it; `available` says whether the kernels can run for a device.
+Triton kernel pass (see `ssad.kernels.fused`). Importing this package registers it as the engine's
+"fused" backend (`ssad.synth.backends`, which imports the package when that backend is first asked
+for). Triton is an optional dependency: importing this package never imports it; `available` says
+whether the kernels can run for a device.
 
 Triton's interpreter (``TRITON_INTERPRET=1`` set before `ssad.kernels.fused` is first imported)
 runs the kernels on CPU tensors, slowly: that is how the tests compare them with the reference.
@@ -18,6 +20,7 @@ import os
 import torch
 from torch import Tensor
 
+from ssad.synth.backends import Backend, register
 from ssad.synth.config import SynthConfig
 
 __all__ = ["available", "fused_apply"]
@@ -63,3 +66,6 @@ def _triton_importable() -> bool:
 def _interpreting() -> bool:
     """Whether ``TRITON_INTERPRET`` is on (read as Triton reads it)."""
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in {"1", "true", "on"}
+
+
+register(Backend("fused", fused_apply, available))

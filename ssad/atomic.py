@@ -1,4 +1,7 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one."""
+"""Atomic file writes: readers see the old file or the new one, never half of one.
+
+`atomic_write` for any writer; `write_json` and `save_png` for the run folder's JSON files and pictures.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["atomic_write", "write_json"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["atomic_write", "write_json", "save_png"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
@@ -39,3 +46,8 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike, value: object) -> None:
     """Write ``value`` as indented JSON to ``path``, atomically (paths and the like as strings)."""
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2, default=str) + "\n"))
+
+
+def save_png(picture: Image.Image, path: str | os.PathLike) -> None:
+    """Write ``picture`` to ``path`` as PNG, atomically."""
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from ssad.cpu import native_bf16
-from ssad.image_score import IMAGE_SCORES
-from ssad.score import PATCH_SCORERS
+from ssad.registry import DENSITIES, IMAGE_SCORES, PATCH_SCORERS
 from ssad.synth import SynthConfig
 from ssad.validation import VALIDATION_FAMILIES
 
@@ -103,7 +102,7 @@ class ScoreConfig:
     #: Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
     density: str = "gaussian"
     knn_k: int = 3
-    #: What an image's score is (`ssad.image_score.IMAGE_SCORES`): "map_max", "map_top",
+    #: What an image's score is (`ssad.registry.IMAGE_SCORES`): "map_max", "map_top",
     #: "density", "fusion"; "auto": the one the synthetic validation set ranks first
     #: (`ssad.selection`, among ``validation.image_scores``).
     image_score: str = "auto"
@@ -130,14 +129,15 @@ class ScoreConfig:
     normal_quantile: float = 0.99
 
     def __post_init__(self) -> None:
-        if self.density not in ("gaussian", "knn"):
-            raise ValueError(f"score.density={self.density!r}: choose 'gaussian' or 'knn'.")
+        if self.density not in DENSITIES:
+            raise ValueError(f"score.density={self.density!r}: choose one of {DENSITIES.names}.")
         if self.image_score not in ("auto", *IMAGE_SCORES):
             raise ValueError(f"score.image_score={self.image_score!r}: choose 'auto' or one of {IMAGE_SCORES}.")
         if self.knn_k < 1 or self.sigma < 0:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
         if self.patch_scorer not in ("auto", *PATCH_SCORERS):
-            raise ValueError(f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS}.")
+            raise ValueError(
+                f"score.patch_scorer={self.patch_scorer!r}: choose 'auto' or one of {PATCH_SCORERS.names}.")
         if not 0 < self.normal_quantile < 1:
             raise ValueError(f"score.normal_quantile={self.normal_quantile}: must be in (0, 1).")
         if self.image_size != "auto" and not (_is_int(self.image_size) and (self.image_size == 0
@@ -163,7 +163,7 @@ class ValidationConfig:
 
     #: Scoring sizes "auto" chooses among; 0 is the training size (duplicates are dropped).
     sizes: tuple[int, ...] = (0, 256, 320)
-    #: Image scores "auto" chooses among (`ssad.image_score.IMAGE_SCORES`).
+    #: Image scores "auto" chooses among (`ssad.registry.IMAGE_SCORES`).
     image_scores: tuple[str, ...] = IMAGE_SCORES
     #: Normal training images are split into this many folds; each fold is scored by scorers
     #: fitted on the others (cross-fitting: every image is held out once). The same held-out

@@ -34,16 +34,8 @@ from ssad.atomic import atomic_write
 from ssad.config import ScoreConfig
 from ssad.image_score import STATISTICS, ImageScore, map_statistics
 from ssad.model import PretextModel, normalise
-from ssad.score import (
-    GaussianDensity,
-    KNNDensity,
-    PatchGaussian,
-    PatchKNN,
-    PatchScorer,
-    create_density,
-    create_patch_scorer,
-    stack_features,
-)
+from ssad.registry import DENSITIES, PATCH_SCORERS
+from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density, create_patch_scorer, stack_features
 
 __all__ = [
     "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded", "fit_scorers",
@@ -56,8 +48,6 @@ __all__ = [
 DETECTOR_FORMAT = 2
 _READABLE_FORMATS = (1, DETECTOR_FORMAT)
 THRESHOLDS = ("f1", "normal")
-_DENSITIES = {"GaussianDensity": GaussianDensity, "KNNDensity": KNNDensity}
-_PATCH_SCORERS = {"PatchGaussian": PatchGaussian, "PatchKNN": PatchKNN}
 #: Images per forward pass when scoring a stack of images.
 _BATCH = 32
 
@@ -317,11 +307,11 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
             f"Re-create it with `python -m ssad.run --resume --out RUN` (refits from the run's checkpoint)."
         )
     spec, state = payload["spec"], payload["state"]
-    density = None if spec["density"] is None else _DENSITIES[spec["density"][0]](**spec["density"][1])
+    density = None if spec["density"] is None else DENSITIES.by_class_name(spec["density"][0])(**spec["density"][1])
     patch_kind, patch_options = spec["patches"]
     patch_options["layers"] = tuple(patch_options["layers"])
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
-                        _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
+                        PATCH_SCORERS.by_class_name(patch_kind)(**patch_options), spec["image_size"],
                         spec.get("image_score", "density"))  # detectors saved before image_score
     # The fitted buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches.", "image_score."))]:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ssad.atomic import atomic_write
+from ssad.cli import command_parser
 from ssad.detector import THRESHOLDS, Detector, find_detector, load_detector
 
 __all__ = ["main", "export_program", "export_torchscript", "export_onnx", "FORMATS", "OUTPUT_NAMES"]
@@ -102,9 +103,9 @@ FORMATS: dict[str, tuple[str, Callable[[Detector, Path], None]]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    summary = " ".join(__doc__.split("\n\n")[0].split(": ", 1)[1].split())
-    p = argparse.ArgumentParser(prog="python -m ssad.export", description=summary)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.export`` (``ssad export``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
     p.add_argument("--run", type=Path, required=True,
                    help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
     p.add_argument("--format", choices=FORMATS, required=True)
@@ -114,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     path = find_detector(args.run)
     name, write = FORMATS[args.format]
     out = args.out or path.parent / name

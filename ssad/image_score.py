@@ -26,12 +26,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ssad.registry import IMAGE_SCORES, STATISTICS
+
 __all__ = ["STATISTICS", "IMAGE_SCORES", "TOP_SHARE", "ImageScore", "map_statistics"]
 
-#: The statistics an image score is made of, in the order of a statistics tensor's columns.
-STATISTICS = ("map_max", "map_top", "density")
-#: Every image score a detector can use: one statistic, or the calibrated fusion of all three.
-IMAGE_SCORES = (*STATISTICS, "fusion")
 #: ``"map_top"`` averages this share of the map's pixels: at 320 x 320 about 1,000 pixels, the
 #: area of a defect some 30 pixels across; far smaller than a large defect, far larger than a peak.
 TOP_SHARE = 0.01

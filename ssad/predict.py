@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ssad.atomic import atomic_write
+from ssad.cli import command_parser
 from ssad.data.decode import read_image
 from ssad.data.errors import BadDataError
 from ssad.data.layout import IMAGE_EXTENSIONS
@@ -34,8 +35,9 @@ from ssad.report import test_panels
 __all__ = ["main", "expand_paths", "predict"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssad.predict", description=__doc__.splitlines()[0].strip("`: "))
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.predict`` (``ssad predict``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
     p.add_argument("--run", type=Path, required=True,
                    help="run folder holding detector.pt, or a folder of runs (runs/<category>): the newest")
     p.add_argument("paths", nargs="+", help="image files, folders or globs")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", choices=THRESHOLDS,
                    help="'f1': F1-max on the run's test split (default when it had one); "
                         "'normal': from normal training images only")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -122,8 +124,8 @@ def _csv(rows: list[dict[str, object]]) -> str:
     return text.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     path = find_detector(args.run)
     out_dir = args.out or path.parent / "predictions" / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from ssad.atomic import save_png
 from ssad.metrics import roc_curve
-from ssad.synth.preview import save_png
 
 __all__ = ["roc_picture", "test_panels", "pairs_picture", "selection_picture", "selection_table", "metrics_table",
            "heat_colours"]

@@ -35,7 +35,8 @@ import torch
 import torch.distributed as dist
 
 import ssad
-from ssad.atomic import write_json
+from ssad.atomic import save_png, write_json
+from ssad.cli import command_parser
 from ssad.config import RunConfig, load_config
 from ssad.cpu import retain_freed_memory
 from ssad.data import (
@@ -52,14 +53,15 @@ from ssad.evaluate import METRICS, Evaluation, evaluate
 from ssad.report import metrics_table, pairs_picture, roc_picture, selection_picture, selection_table, test_panels
 from ssad.selection import Selection, select_and_fit, validation_set
 from ssad.synth import DefectSynthesizer
-from ssad.synth.preview import render_grid, save_png
+from ssad.synth.preview import render_grid
 from ssad.train import init_distributed, pretext_accuracy, train
 
-__all__ = ["main", "build_parser", "resolve_run_config", "RunNotes", "METRICS"]
+__all__ = ["main", "build_parser", "resolve_run_config", "run_one", "RunOptions", "RunNotes", "METRICS"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssad.run", description=__doc__.splitlines()[0].strip("`: "))
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.run`` (``ssad run``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
     p.add_argument("--category", help="MVTec AD category, a custom folder name under the data root, or 'all'")
     p.add_argument("--data-root",
                    help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
@@ -92,6 +94,19 @@ def resolve_run_config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, overrides)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, beside what it computes (`RunConfig`): ``out`` the run folder
+    (with several categories, the folder holding one per category; None: a new
+    ``runs/<category>/<timestamp>``), ``resume`` the run there (or the newest of the category),
+    ``download`` a missing category first, show ``progress`` bars."""
+
+    out: Path | None = None
+    resume: bool = False
+    download: bool = False
+    progress: bool = True
+
+
 @dataclass
 class RunNotes:
     """What a run could not do, said once and recorded in ``meta.json``."""
@@ -104,8 +119,8 @@ class RunNotes:
             print(f"note: {text}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return _main(args)
     except (ValueError, FileNotFoundError, DataError) as error:  # bad input: say what, not where in the code
@@ -125,9 +140,10 @@ def _main(args: argparse.Namespace) -> int:
             notes.add("train.cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 runs slower "
                       "than float32: training in float32.")
 
-    root = _data_root(args)
+    options = RunOptions(out=args.out, resume=args.resume, download=args.download, progress=not args.no_progress)
+    root = _data_root(args.data_root, args.demo)
     categories = _categories(root, config.data.category, args.demo)
-    rows = [run_one(args, _with_category(config, c), root, device, notes, len(categories) > 1) for c in categories]
+    rows = [run_one(_with_category(config, c), options, root, device, notes, len(categories) > 1) for c in categories]
     if len(rows) > 1 and _is_main_process():
         mean = {"category": "mean", **{m: _mean([r[m] for r in rows]) for m in METRICS}}
         print("\nsummary\n" + metrics_table([*rows, mean], ["category", *METRICS]))
@@ -135,21 +151,22 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def run_one(
-    args: argparse.Namespace, config: RunConfig, root: Path, device: torch.device, notes: RunNotes, many: bool
+    config: RunConfig, options: RunOptions, root: Path, device: torch.device, notes: RunNotes, many: bool
 ) -> dict[str, Any]:
-    """Train, choose and fit, score and report one category; returns its row of metrics."""
+    """Train, choose and fit, score and report ``config.data.category`` (read from ``root``, on
+    ``device``; ``many``: one of several categories of the run); returns its row of metrics."""
     category = config.data.category
-    run_dir = _shared_by_ranks(_run_dir(args, category, many) if _is_main_process() else None)
-    if args.download and not (root / category).is_dir():
+    run_dir = _shared_by_ranks(_run_dir(options, category, many) if _is_main_process() else None)
+    if options.download and not (root / category).is_dir():
         download_category(root, category)
     notes = RunNotes(list(notes.lines))  # the run's notes, and this category's own
-    data = _load(root, category, config.data.image_size, device, args, notes)
+    data = _load(root, category, config.data.image_size, device, options.progress, notes)
     loaded = {data.image_size: data}
 
     def load(size: int) -> CategoryData:
         """The category at ``size`` pixels, read once per size, of the kind decided at the training size."""
         if size not in loaded:
-            loaded[size] = _load(root, category, size, device, args, notes, kind_from=data)
+            loaded[size] = _load(root, category, size, device, options.progress, notes, kind_from=data)
         return loaded[size]
 
     if data.source_kind == "procedural":
@@ -166,12 +183,12 @@ def run_one(
     }
     if _is_main_process():
         write_json(run_dir / "config.json", config.to_dict())
-        if not args.resume:
+        if not options.resume:
             _save_synthetic_samples(config, data, run_dir / "synthetic_samples.png")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(config, data, run_dir, resume=args.resume, progress=not args.no_progress)
+        result = train(config, data, run_dir, resume=options.resume, progress=options.progress)
         for warning in caught:
             notes.add(str(warning.message))
     if not _is_main_process():  # other ranks only helped to train
@@ -180,7 +197,7 @@ def run_one(
                 pretext_accuracy=_check_pretext(result.model, config, data, notes))
 
     detector, selection = select_and_fit(result.model, load, config.score, config.validation,
-                                         config.data.image_size, progress=not args.no_progress)
+                                         config.data.image_size, progress=options.progress)
     for line in selection.notes:
         notes.add(line)
     detector.save(run_dir / "detector.pt")  # before the test metrics: nothing fitted is lost if they fail
@@ -234,12 +251,12 @@ def _check_pretext(model: torch.nn.Module, config: RunConfig, data: CategoryData
     return accuracy
 
 
-def _load(root: Path, category: str, image_size: int, device: torch.device, args: argparse.Namespace,
+def _load(root: Path, category: str, image_size: int, device: torch.device, progress: bool,
           notes: RunNotes, kind_from: CategoryData | None = None) -> CategoryData:
     """`load_category` at ``image_size``, its warnings kept as the run's notes."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_category(root, category, image_size=image_size, device=device, progress=not args.no_progress,
+        data = load_category(root, category, image_size=image_size, device=device, progress=progress,
                              kind_from=kind_from)
     for warning in caught:
         notes.add(str(warning.message))
@@ -265,13 +282,13 @@ def _shared_by_ranks(value: Any) -> Any:
     return box[0]
 
 
-def _data_root(args: argparse.Namespace) -> Path:
-    if args.demo:
+def _data_root(data_root: str | None, demo: bool) -> Path:
+    if demo:
         root = default_cache_dir() / "demo"
         if not all((root / name).is_dir() for name in DEMO_CATEGORIES):
             make_demo_dataset(root)
         return root
-    return resolve_data_root(args.data_root)
+    return resolve_data_root(data_root)
 
 
 def _categories(root: Path, category: str, demo: bool) -> list[str]:
@@ -294,12 +311,12 @@ def _with_category(config: RunConfig, category: str) -> RunConfig:
     return replace(config, data=replace(config.data, category=category))
 
 
-def _run_dir(args: argparse.Namespace, category: str, many: bool) -> Path:
-    """The run's folder: --out (one folder per category inside it with --category all), else
-    runs/<category>/<timestamp>; with --resume the given or newest existing one."""
+def _run_dir(options: RunOptions, category: str, many: bool) -> Path:
+    """The run's folder: ``options.out`` (one folder per category inside it when ``many``), else
+    runs/<category>/<timestamp>; resuming, the given or newest existing one."""
     base = Path("runs") / category
-    out = args.out / category if args.out is not None and many else args.out
-    if args.resume:
+    out = options.out / category if options.out is not None and many else options.out
+    if options.resume:
         if out is not None:
             return out
         runs = sorted(p for p in base.glob("*") if (p / "checkpoint.pt").is_file()) if base.is_dir() else []

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import kornia
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssad.model import PretextModel, normalise
+from ssad.registry import DENSITIES, PATCH_SCORERS
 
 __all__ = [
     "GaussianDensity",
@@ -76,6 +78,7 @@ def _set_buffers(module: nn.Module, **tensors: Tensor) -> None:
         module.register_buffer(name, value)
 
 
+@DENSITIES.register("gaussian")
 class GaussianDensity(nn.Module):
     """Mahalanobis distance to the training features under a shrunk Gaussian (CutPaste's scorer)."""
 
@@ -92,6 +95,7 @@ class GaussianDensity(nn.Module):
         return ((diff @ self.precision) * diff).sum(dim=1).clamp_min(0).sqrt()
 
 
+@DENSITIES.register("knn")
 class KNNDensity(nn.Module):
     """Mean cosine distance to the k nearest training features (the seed's scorer)."""
 
@@ -114,12 +118,8 @@ class KNNDensity(nn.Module):
 
 
 def create_density(name: str, k: int = 3) -> GaussianDensity | KNNDensity:
-    """``"gaussian"`` or ``"knn"`` (with ``k`` neighbours)."""
-    if name == "gaussian":
-        return GaussianDensity()
-    if name == "knn":
-        return KNNDensity(k)
-    raise ValueError(f"unknown density {name!r}: choose 'gaussian' or 'knn'.")
+    """A `DENSITIES` part: ``"gaussian"`` or ``"knn"`` (with ``k`` neighbours, its one option)."""
+    return DENSITIES.create(name, **({"k": k} if name == "knn" else {}))
 
 
 def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
@@ -240,6 +240,8 @@ class PatchScorer(nn.Module):
         raise NotImplementedError
 
 
+@PATCH_SCORERS.register("per_location", shared=False)
+@PATCH_SCORERS.register("shared", shared=True)
 class PatchGaussian(PatchScorer):
     """Mahalanobis distance under one Gaussian per grid location (``shared=False``: objects that
     sit still look alike at each place) or one Gaussian for all locations (``shared=True``)."""
@@ -275,6 +277,7 @@ class PatchGaussian(PatchScorer):
         return dist.T.reshape(b, 1, h, w)
 
 
+@PATCH_SCORERS.register("knn")
 class PatchKNN(PatchScorer):
     """Distance to the nearest normal patch feature of any image at any place (a memory bank, as
     in PatchCore): no alignment assumed, so it suits objects that move.
@@ -329,17 +332,7 @@ def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 3
     return chosen
 
 
-#: Anomaly map scorers by name; "auto" picks per category (`patch_scorer_for`).
-PATCH_SCORERS = ("per_location", "shared", "knn")
-
-
-def create_patch_scorer(name: str, **options) -> PatchScorer:
-    """``"per_location"`` or ``"shared"`` (`PatchGaussian`), ``"knn"`` (`PatchKNN`); ``options``
-    go to the scorer (channels, sigma, layers, memory, ...)."""
-    if name == "per_location":
-        return PatchGaussian(shared=False, **options)
-    if name == "shared":
-        return PatchGaussian(shared=True, **options)
-    if name == "knn":
-        return PatchKNN(**options)
-    raise ValueError(f"unknown patch scorer {name!r}: choose one of {PATCH_SCORERS} (or 'auto').")
+def create_patch_scorer(name: str, **options: Any) -> PatchScorer:
+    """A `PATCH_SCORERS` part: ``"per_location"`` or ``"shared"`` (`PatchGaussian`), ``"knn"``
+    (`PatchKNN`); ``options`` go to the scorer (channels, sigma, layers, memory, ...)."""
+    return PATCH_SCORERS.create(name, **options)

@@ -4,7 +4,9 @@ Functional core: `sample_params` draws every random parameter of a batch, `apply
 `DefectSynthesizer` is the thin `nn.Module` that calls both; `object_mask` estimates where on an
 image defects may go; `SampleStreams` makes each sample's draws depend on its index alone.
 Defect families: the spec's cut-paste polygons and scars, Perlin-noise blobs (`perlin`) and
-Poisson-blended patches (`poisson`), chosen by `SynthConfig.family_probs`.
+Poisson-blended patches (`poisson`), chosen by `SynthConfig.family_probs`. `apply` computes the
+cut-paste defects with the backend the config names (`backends`: the torch reference, or the fused
+Triton kernel that `ssad.kernels` registers). The engine imports nothing of ssad outside this package.
 """
 
 from .config import FAMILIES, FILL_MODES, SynthConfig

@@ -1,28 +1,17 @@
-"""``python -m ssad.synth export|preview ...``: the synthesizer's command-line tools.
+"""``python -m ssad.synth export|preview ...``: the synthesizer's command-line tools (``ssad synth``).
 
     python -m ssad.synth export --category screw --data-root DIR --n 500 --out synthetic/
     python -m ssad.synth preview --images DIR --out grid.png
+
+An entry point of the commands layer (`ssad.cli`) that Python finds only here; ``import ssad.synth``
+never loads it, so the engine itself imports nothing from the rest of ssad.
 """
 
 import sys
 
-COMMANDS = ("export", "preview")
+from ssad.cli import synth_main as main
 
-
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m ssad.synth {{{'|'.join(COMMANDS)}}} ... (--help after a command for its options)",
-              file=sys.stderr)
-        return 2
-    if argv[0] == "export":
-        from ssad.synth.dataset import main as export
-
-        return export(argv[1:])
-    from ssad.synth.preview import main as preview
-
-    preview(argv[1:])
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

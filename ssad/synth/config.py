@@ -6,7 +6,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["SynthConfig", "Interval", "FILL_MODES", "BACKENDS", "FAMILIES", "PRETEXTS"]
+from .backends import PROVIDERS
+
+__all__ = ["SynthConfig", "Interval", "FILL_MODES", "BACKENDS", "FAMILIES", "PRETEXTS", "DEFECT_KINDS", "defect_kind"]
 
 Interval = tuple[float, float]
 
@@ -14,10 +16,12 @@ Interval = tuple[float, float]
 FILL_MODES = ("cut_paste", "average_colour", "flat_colour")
 #: Families of big defects, in the order of `SynthConfig.family_probs` and of ``params["family"]``.
 FAMILIES = ("cutpaste", "perlin", "poisson")
+#: What a pretext sample shows (`defect_kind`): the captions of preview pictures, the folders of exported data.
+DEFECT_KINDS = ("normal", "polygon", "scar", *FAMILIES[1:])
 #: "3way": the spec's labels, every big defect is 1; "families": Perlin blobs 3, Poisson patches 4.
 PRETEXTS = ("3way", "families")
-#: Compositing backends: "auto" takes the fused kernel where the device allows (kernels issue).
-BACKENDS = ("auto", "reference", "fused")
+#: Compositing backends (`ssad.synth.backends`): "auto" takes the fused kernel where the device allows.
+BACKENDS = ("auto", *PROVIDERS)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,15 @@ class SynthConfig:
         if unknown:
             raise ValueError(f"unknown synthesis setting(s) {unknown}; known: {sorted(known)}")
         return cls(**{key: _tuplify(value) for key, value in values.items()})
+
+
+def defect_kind(label: int, family: int) -> str:
+    """The `DEFECT_KINDS` name of a sample of pretext ``label`` and ``family`` (``params["family"]``,
+    0 without other families), whatever the pretext's numbering: label 0 is normal, 2 a scar, any
+    other a big defect named by its family (a cut-paste one is a polygon)."""
+    if label in (0, 2):
+        return DEFECT_KINDS[label]
+    return DEFECT_KINDS[1] if family == 0 else FAMILIES[family]
 
 
 def _tuplify(value: Any) -> Any:

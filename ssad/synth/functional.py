@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backends import Backend, register, resolve
 from .colour import apply_colour, colour_matrix
 from .config import SynthConfig
 from .perlin import blend_perlin
@@ -71,16 +72,12 @@ def apply(
             their average colour over the region, or ``flat_colour``.
         masks (B, 1, H, W) bool: exactly the pixels whose content was replaced.
 
-    ``config.backend`` picks the implementation: "reference" this torch code, "fused" the Triton
-    kernel of `ssad.kernels` (ValueError where it cannot run), "auto" the kernel for CUDA images
-    when Triton is installed, else this code. Both compute the same batch.
+    ``config.backend`` picks the implementation of the cut-paste defects (`ssad.synth.backends`):
+    "reference" this torch code, "fused" the Triton kernel of `ssad.kernels` (ValueError where it
+    cannot run), "auto" the kernel for CUDA images when Triton is installed, else this code. Both
+    compute the same batch.
     """
-    if _use_fused(images, config):
-        from ssad.kernels import fused_apply
-
-        out, masks = fused_apply(images, params, config, source_images)
-    else:
-        out, masks = _cut_paste(images, params, config, source_images)
+    out, masks = resolve(config.backend, images.device).apply(images, params, config, source_images)
     if "family" in params:
         out, masks = _other_families(out, masks, params, config, source_images)
     return out, masks
@@ -260,10 +257,5 @@ def _poisson_boxes(
     torch.ge(change, (0.1 * change.amax(dim=(2, 3), keepdim=True)).clamp_min(1 if uint8 else 1 / 255), out=changed)
 
 
-def _use_fused(images: Tensor, config: SynthConfig) -> bool:
-    """Whether `apply` dispatches to the fused kernel; `ssad.kernels` (and Triton) load only then."""
-    if config.backend == "reference" or (config.backend == "auto" and not images.is_cuda):
-        return False
-    from ssad.kernels import available
-
-    return config.backend == "fused" or available(images.device)
+# The torch code runs wherever torch does.
+register(Backend("reference", _cut_paste, available=lambda device: True))

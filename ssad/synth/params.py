@@ -22,7 +22,7 @@ from .perlin import perlin_masks
 from .streams import SampleStreams, draw_uniform
 from .poisson import box_on_image, poisson_box
 
-__all__ = ["sample_params", "defect_extent"]
+__all__ = ["sample_params"]
 
 
 def sample_params(
@@ -186,21 +186,6 @@ def _family_params(
         out.update(poisson_size=patch_size, poisson_centre=centre,
                    poisson_source=source, poisson_scale=scale)
     return out
-
-
-def defect_extent(config: SynthConfig, height: int, width: int) -> tuple[float, float]:
-    """Largest (x, y) extent in pixels that any defect of ``config`` can have on an H x W image.
-
-    Covers the polygon's rectangle and the scar at any rotation (bounded by its diagonal), so
-    the compositing box of this size always holds the whole defect.
-    """
-    area = float(height * width)
-    aspects = [a for interval in config.polygon_aspect for a in interval]
-    poly_x = math.sqrt(config.polygon_area[1] * area * max(aspects))
-    poly_y = math.sqrt(config.polygon_area[1] * area / min(aspects))
-    scar_aspects = [a for interval in config.scar_aspect for a in interval]
-    scar_diag = max(math.sqrt(config.scar_area[1] * area * (a + 1 / a)) for a in scar_aspects)
-    return max(poly_x, scar_diag), max(poly_y, scar_diag)
 
 
 # --- shapes -------------------------------------------------------------------------------------

@@ -17,9 +17,23 @@ import torch
 from torch import Tensor
 
 from .config import SynthConfig
-from .params import defect_extent
 
-__all__ = ["compositing_box", "box_origins", "rasterize", "source_pixels", "destination_pixels"]
+__all__ = ["defect_extent", "compositing_box", "box_origins", "rasterize", "source_pixels", "destination_pixels"]
+
+
+def defect_extent(config: SynthConfig, height: int, width: int) -> tuple[float, float]:
+    """Largest (x, y) extent in pixels that any defect of ``config`` can have on an H x W image.
+
+    Covers the polygon's rectangle and the scar at any rotation (bounded by its diagonal), so
+    the compositing box of this size always holds the whole defect.
+    """
+    area = float(height * width)
+    aspects = [a for interval in config.polygon_aspect for a in interval]
+    poly_x = math.sqrt(config.polygon_area[1] * area * max(aspects))
+    poly_y = math.sqrt(config.polygon_area[1] * area / min(aspects))
+    scar_aspects = [a for interval in config.scar_aspect for a in interval]
+    scar_diag = max(math.sqrt(config.scar_area[1] * area * (a + 1 / a)) for a in scar_aspects)
+    return max(poly_x, scar_diag), max(poly_y, scar_diag)
 
 
 def compositing_box(config: SynthConfig, height: int, width: int) -> tuple[int, int]:

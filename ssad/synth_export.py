@@ -11,7 +11,7 @@ writes ``OUT/<category>/`` with
   small ones; the Perlin lattices and masks are left out, `SampleStreams(seed, [index])` redraws them).
 
 Sample ``i`` is made from training image ``i mod N`` with per-sample streams (`SampleStreams`), so
-it is the same whatever ``--batch``. The folder is written under a temporary name and renamed when
+it is the same whatever ``--batch-size``. The folder is written under a temporary name and renamed when
 complete: an existing ``OUT/<category>`` is never overwritten, an interrupted export leaves nothing
 half-written under that name. ``load_category(OUT, category)`` reads it back.
 """
@@ -29,23 +29,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ssad.cli import command_parser
 from ssad.config import load_config
 from ssad.data import DataError, load_category, resolve_data_root
+from ssad.data.layout import GOOD
+from ssad.synth import DefectSynthesizer, SampleStreams, SynthOutput
+from ssad.synth.config import defect_kind
 
-from .module import DefectSynthesizer
-from .streams import SampleStreams
-
-__all__ = ["export_dataset", "KINDS", "main"]
-
-#: Folder names of the defect kinds: the label's shape, or the family of a big defect.
-KINDS = ("good", "polygon", "scar", "perlin", "poisson")
+__all__ = ["export_dataset", "build_parser", "main"]
 
 
 def _kind(label: int, family: int) -> str:
-    """Normal, scar, or the family of a big defect (whatever the pretext's numbering)."""
-    if label == 0 or label == 2:
-        return KINDS[label]
-    return ("polygon", "perlin", "poisson")[family]
+    """The folder of a sample: its `defect_kind`, normal ones under MVTec AD's name for them."""
+    kind = defect_kind(label, family)
+    return GOOD if kind == "normal" else kind
 
 
 def export_dataset(
@@ -53,6 +50,7 @@ def export_dataset(
     category: str,
     out: Path,
     count: int,
+    *,
     image_size: int = 256,
     seed: int = 0,
     batch_size: int = 64,
@@ -88,7 +86,7 @@ def export_dataset(
     return target
 
 
-def _write_batch(folder: Path, indices: torch.Tensor, result, seed: int) -> list[dict]:
+def _write_batch(folder: Path, indices: torch.Tensor, result: SynthOutput, seed: int) -> list[dict]:
     images = result.images.cpu().expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
     masks = result.masks.cpu()[:, 0].numpy()
     family = result.params.get("family", torch.zeros_like(result.labels)).cpu()
@@ -97,10 +95,10 @@ def _write_batch(folder: Path, indices: torch.Tensor, result, seed: int) -> list
         label = int(result.labels[i])
         kind = _kind(label, int(family[i]))
         name = f"{index:06d}"
-        file = Path("train" if kind == "good" else "test") / kind / f"{name}.png"
+        file = Path("train" if kind == GOOD else "test") / kind / f"{name}.png"
         (folder / file).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i]).save(folder / file)
-        if kind != "good":
+        if kind != GOOD:
             mask_file = folder / "ground_truth" / kind / f"{name}_mask.png"
             mask_file.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(masks[i].astype(np.uint8) * 255).save(mask_file)
@@ -109,26 +107,37 @@ def _write_batch(folder: Path, indices: torch.Tensor, result, seed: int) -> list
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ssad.synth export", description=__doc__.splitlines()[0].strip("`: "))
-    p.add_argument("--category", required=True)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of ``python -m ssad.synth export`` (``ssad synth export``: pass its ``prog``)."""
+    p = command_parser(__doc__, prog)
+    p.add_argument("--category", required=True, help="category folder under the data root")
     p.add_argument("--data-root",
                    help="folder holding <category>/train/good (default: $SSAD_DATA_ROOT, else ./datasets/MVTecAD)")
     p.add_argument("--out", type=Path, required=True, help="folder to write <category>/ into")
     p.add_argument("--n", type=int, default=200, help="number of samples")
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=256, help="square image side the category is read at")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-sample streams")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per synthesizer call (the output is the same)")
     p.add_argument("--config", action="append", default=[], metavar="TOML", help="settings ([synth] section)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting")
+    p.add_argument("--device", default="cpu", help="device the samples are made on")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
-        folder = export_dataset(resolve_data_root(args.data_root), args.category, args.out, args.n, args.image_size,
-                                args.seed, args.batch_size, args.config, args.set, args.device, not args.no_progress)
+        folder = export_dataset(resolve_data_root(args.data_root), args.category, args.out, args.n,
+                                image_size=args.image_size, seed=args.seed, batch_size=args.batch_size,
+                                config_paths=args.config, overrides=args.set, device=args.device,
+                                progress=not args.no_progress)
     except (ValueError, FileNotFoundError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.n} samples to {folder} (MVTec AD layout; params.jsonl)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
