@@ -1,7 +1,7 @@
 """Where is kornia the better tool? Our hand-written ops against kornia's, side by side.
 
-* anomaly-map smoothing: a hand-written separable Gaussian (reflect; ssad's until this comparison)
-  vs ``kornia.filters.gaussian_blur2d`` (reflect; `ssad.score.gaussian_blur` now), on (M, 1, S, S) maps;
+* anomaly-map smoothing: a hand-written separable Gaussian (reflect) vs
+  ``kornia.filters.gaussian_blur2d`` (reflect; what `ssad.score.gaussian_blur` uses), on (M, 1, S, S) maps;
 * AUPRO's connected components: `ssad.metrics._label_regions` (exact union-find as tensor ops)
   vs ``kornia.contrib.connected_components`` (iterated max-pooling), on defect masks;
 * object-mask morphology: max-pool erosion / dilation (`ssad.synth.object_mask`) vs

@@ -5,7 +5,7 @@ Two ways to draw the same parameters (the draws are identical, see tests/test_sy
 * ``box``: no object masks, centres found by arithmetic in the admissible box (the default path,
   and the one every cut-paste source takes);
 * ``mask``: an all-ones object mask, centres found through the mask's running counts (the path
-  masked categories take, and what unmasked sampling used to do).
+  masked categories take).
 
 For each batch size it reports the median time per call on ``--device`` and the aten operations
 one call dispatches (those that compute, and views). On a GPU each computing operation is a kernel

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a saved detector's layout changes; `load_detector` reads this one and those of
-#: `_READABLE_FORMATS` (1: before the image-score module, whose two scores needed no state).
+#: `_READABLE_FORMATS` (1: without the image-score module, its two scores needing no state).
 DETECTOR_FORMAT = 2
 _READABLE_FORMATS = (1, DETECTOR_FORMAT)
 THRESHOLDS = ("f1", "normal")
@@ -322,7 +322,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     patch_options["layers"] = tuple(patch_options["layers"])
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
                         _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
-                        spec.get("image_score", "density"))  # detectors saved before image_score
+                        spec.get("image_score", "density"))  # format 1 has no image_score: density
     # The fitted buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches.", "image_score."))]:
         owner, name = key.split(".", 1)

@@ -222,7 +222,7 @@ def _label_regions(masks: Tensor) -> tuple[Tensor, int]:
     mask pixels both hook onto the smaller one, then every pixel jumps to its root. A round at
     least halves the number of roots per region, so O(log(pixels)) rounds. Kept over
     ``kornia.contrib.connected_components``, which needs as many max-pooling iterations as a
-    region is long and was 5 to 25 times slower on defect masks (bench/kornia_choice.py).
+    region is long and is several times slower on defect masks (bench/results/kornia_choice.json).
 
     Args:
         masks: (M, H, W) bool.

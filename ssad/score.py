@@ -136,8 +136,8 @@ def embed_images(model: PretextModel, images: Tensor, batch_size: int = 64) -> T
 
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     """Gaussian smoothing of (M, 1, H, W) maps (reflect padding), sigma in pixels, the kernel 3
-    sigma to each side. kornia's filter: the same result as the hand-written separable one it
-    replaced, and as fast or faster (bench/kornia_choice.py)."""
+    sigma to each side. kornia's filter: the same result as a hand-written separable one, and as
+    fast or faster (bench/results/kornia_choice.json)."""
     if sigma <= 0:
         return maps
     size = 2 * max(1, math.ceil(3 * sigma)) + 1

@@ -47,7 +47,8 @@ def object_mask(
     Args:
         images: (B, C, H, W) uint8, or float in [0, 1].
         cues: "colour", "texture" or both (the default); ``("colour",)`` with ``regrow=0``,
-            ``border_quantile=None`` is the colour-only estimate ssad used before.
+            ``border_quantile=None`` is a colour-only estimate (`bench/object_mask.py` compares
+            the two on real defects).
         border: width of the border that shows the backdrop.
         border_quantile: a cue's threshold is at least this quantile of its values on the border
             (None: Otsu's threshold alone).
