@@ -254,7 +254,8 @@ def _throughput_at(batch: int, dtype: torch.dtype, args: argparse.Namespace) -> 
 
 
 def tiles(args: argparse.Namespace) -> list[dict]:
-    """Fused `apply` at the largest batch, uint8, for other launch shapes of the composite kernel."""
+    """Fused `apply` at the largest batch, uint8, for other launch shapes (tile pixels of both kernels,
+    warps of the composite one)."""
     from ssad.kernels import fused
     from ssad.synth import SynthConfig, sample_params
 

@@ -29,6 +29,7 @@ from ssad.atomic import write_json
 from ssad.config import RunConfig, ScoreConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import scan_category
+from ssad.detector import scaled_sigma
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.score import create_patch_scorer
@@ -54,7 +55,7 @@ DEFAULT = VARIANTS[2]
 def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, channels: int, options: dict) -> dict:
     """Fit one scorer on the training images, score the test images: one row of results."""
     start = time.perf_counter()
-    sigma = options.get("sigma", 4.0) * data.image_size / 256
+    sigma = scaled_sigma(options.get("sigma", ScoreConfig.sigma), data.image_size)
     patches = create_patch_scorer(scorer, channels=channels, **{**options, "sigma": sigma})
     maps = patches.fit(model, data.train).score(model, data.test)
     row = {

@@ -36,11 +36,15 @@ from ssad.synth.functional import working_colour
 from ssad.synth.config import FILL_MODES, SynthConfig
 from ssad.synth.raster import box_origins, compositing_box
 
-__all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS"]
+__all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS", "AVERAGE_NUM_WARPS"]
 
-#: Pixels per program of the composite kernel, and its warps (measured by bench/gpu_check.py).
+#: Pixels per program of both kernels, and the composite kernel's warps: the fastest launch shape
+#: of bench/gpu_check.py's ``tiles`` part.
 TILE_PIXELS = 2048
 NUM_WARPS = 8
+#: Warps of the average kernel, Triton's default: it runs one program per sample, only for the
+#: samples that average, and is not where the time goes.
+AVERAGE_NUM_WARPS = 4
 
 CUT_PASTE = tl.constexpr(FILL_MODES.index("cut_paste"))
 AVERAGE = tl.constexpr(FILL_MODES.index("average_colour"))
@@ -92,7 +96,8 @@ def plan(
         params: from `sample_params` for this shape, on the images' device.
         config: the config the params were drawn with (fixes the compositing box size).
         source_images: like ``images``; where cut-paste takes its patch (the images when None).
-        tile_pixels, num_warps: launch shape of the composite kernel (powers of two).
+        tile_pixels: pixels per program of both kernels (a power of two); num_warps: warps of the
+            composite kernel (a power of two; the average kernel takes `AVERAGE_NUM_WARPS`).
 
     Returns ``out`` (B, C, H, W) like ``images``, ``masks`` (B, 1, H, W) uint8 and the launches.
     Compiling the launches for a GPU that is not there (``bench/kernel_codegen.py``) starts here.
@@ -127,7 +132,8 @@ def plan(
     box_block_w = triton.next_power_of_2(box_w)
     average = Launch(
         _average_kernel, (batch,), (sources, *per_sample, height, width, box_h, box_w),
-        dict(BLOCK_H=max(1, TILE_PIXELS // box_block_w), BLOCK_W=box_block_w, num_warps=4, **constants),
+        dict(BLOCK_H=max(1, tile_pixels // box_block_w), BLOCK_W=box_block_w, num_warps=AVERAGE_NUM_WARPS,
+             **constants),
     )
     block_w = min(triton.next_power_of_2(width), tile_pixels)
     block_h = min(max(1, tile_pixels // block_w), triton.next_power_of_2(height))

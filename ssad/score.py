@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssad.model import PretextModel, normalise
+from ssad.model import MAP_LAYERS, PretextModel, map_channels, normalise
 
 __all__ = [
     "GaussianDensity",
@@ -144,7 +144,10 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     return kornia.filters.gaussian_blur2d(maps, (size, size), (sigma, sigma), border_type="reflect")
 
 
-_LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
+def _channels_of(layers: tuple[str, ...]) -> int:
+    """Channels of ``layers``' maps stacked (`stack_features`)."""
+    channels = map_channels()
+    return sum(channels[name] for name in layers)
 
 
 def stack_features(feature_maps: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
@@ -174,10 +177,10 @@ class PatchScorer(nn.Module):
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
-        unknown = set(layers) - set(_LAYER_CHANNELS)
+        unknown = set(layers) - set(MAP_LAYERS)
         if not layers or unknown:
-            raise ValueError(f"layers={layers!r}: choose among {sorted(_LAYER_CHANNELS)}.")
-        available = sum(_LAYER_CHANNELS[name] for name in layers)
+            raise ValueError(f"layers={layers!r}: choose among {sorted(MAP_LAYERS)}.")
+        available = _channels_of(layers)
         if not 0 <= channels <= available:
             raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}, "
                              "or 0 for all.")
@@ -217,8 +220,7 @@ class PatchScorer(nn.Module):
     def fit_stacked(self, stacked: Iterable[Tensor]) -> PatchScorer:
         """Fit on batches of (b, C, h, w) `stack` features of normal images."""
         generator = torch.Generator().manual_seed(self.seed)
-        available = sum(_LAYER_CHANNELS[name] for name in self.layers)
-        keep = torch.randperm(available, generator=generator)[: self.channels].sort().values
+        keep = torch.randperm(_channels_of(self.layers), generator=generator)[: self.channels].sort().values
         batches = iter(stacked)
         first = next(batches)
         _set_buffers(self, keep=keep.to(first.device))
@@ -238,6 +240,13 @@ class PatchScorer(nn.Module):
     def _score(self, features: Tensor) -> Tensor:
         """(b, 1, h, w) scores of (b, D, h, w) features; higher = more anomalous."""
         raise NotImplementedError
+
+
+#: Share of each `PatchGaussian` covariance moved toward its mean variance times the identity: a
+#: fixed shrinkage keeps every per-location covariance invertible with a few hundred training images.
+_PATCH_SHRINKAGE = 0.01
+#: Added to that covariance's diagonal, so that channels that never vary still leave it invertible.
+_PATCH_RIDGE = 1e-6
 
 
 class PatchGaussian(PatchScorer):
@@ -261,11 +270,9 @@ class PatchGaussian(PatchScorer):
             outer = outer + f.transpose(1, 2) @ f
         mean = total / count  # (L or 1, D)
         cov = outer / count - mean[:, :, None] * mean[:, None, :]
-        # Shrink each covariance toward its mean variance; a fixed 1% of it plus a small ridge
-        # keeps every one invertible with a few hundred training images.
         mu = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
-        cov = 0.99 * cov + 0.01 * mu * eye + 1e-6 * eye
+        cov = (1 - _PATCH_SHRINKAGE) * cov + _PATCH_SHRINKAGE * mu * eye + _PATCH_RIDGE * eye
         _set_buffers(self, mean=mean.float(), precision=torch.linalg.inv(cov).float())
 
     def _score(self, features: Tensor) -> Tensor:

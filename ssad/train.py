@@ -40,6 +40,11 @@ __all__ = [
 ]
 
 
+#: Rank r of a run seeded s draws from the stream seeded ``s * _SEEDS_PER_RUN + r``: every rank of
+#: every run gets a stream of its own while runs have fewer ranks than this.
+_SEEDS_PER_RUN = 1000
+
+
 @dataclass
 class TrainResult:
     model: PretextModel
@@ -121,7 +126,7 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
     # Each rank draws its own batches and defects: one stream per rank.
-    generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)
+    generator = torch.Generator(device).manual_seed(cfg.seed * _SEEDS_PER_RUN + rank)
     sampler = BatchSampler(len(data.train), cfg.batch_size // world, generator)
     # Augmented images are floats in [0, 1] by construction: skip the range check and its read-back.
     synth = DefectSynthesizer(replace(config.synth, check_values=False))
