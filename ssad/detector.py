@@ -331,7 +331,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     patch_options["layers"] = tuple(patch_options["layers"])
     detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
                         _PATCH_SCORERS[patch_kind](**patch_options), spec["image_size"],
-                        spec.get("image_score", "density"))  # format 1 has no image_score: density
+                        spec.get("image_score", "density"))  # detectors saved before image_score
     # The fitted buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches.", "image_score."))]:
         owner, name = key.split(".", 1)

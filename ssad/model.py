@@ -13,9 +13,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-__all__ = [
-    "PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "MAP_LAYERS", "map_channels", "normalise",
-]
+__all__ = ["PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "MAP_LAYERS", "normalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,21 +78,27 @@ class PretextModel(nn.Module):
         r = self.backbone
         return torch.flatten(r.avgpool(r.layer4(maps["layer3"])), 1), maps
 
+    @staticmethod
+    def map_channels() -> dict[str, int]:
+        """Channels of each map `feature_maps` offers, by layer name (`MAP_LAYERS`), read from the
+        network itself: ``{"layer1": 64, "layer2": 128, "layer3": 256}`` for ResNet-18."""
+        return dict(_map_channels())
+
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
 
 
 @functools.cache
-def map_channels() -> dict[str, int]:
-    """Channels of each map `PretextModel.feature_maps` offers (`MAP_LAYERS`), read from the network
-    itself: run on the meta device, which allocates nothing, computes nothing and draws no random numbers."""
+def _map_channels() -> dict[str, int]:
+    """`PretextModel.map_channels`, worked out once: the network run on the meta device, which
+    allocates nothing, computes nothing and draws no random numbers."""
     with torch.device("meta"):
         probe = torch.empty(1, 3, _PROBE_SIDE, _PROBE_SIDE)
         maps = PretextModel().feature_maps(probe, MAP_LAYERS)
     return {name: int(value.shape[1]) for name, value in maps.items()}
 
 
-#: Side of the image `map_channels` probes with: the deepest map (layer3, stride 16) is 2 x 2 there.
+#: Side of the image `_map_channels` probes with: the deepest map (layer3, stride 16) is 2 x 2 there.
 _PROBE_SIDE = 32
 
 

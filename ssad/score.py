@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssad.model import MAP_LAYERS, PretextModel, map_channels, normalise
+from ssad.model import PretextModel, normalise
 
 __all__ = [
     "GaussianDensity",
@@ -146,7 +146,7 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
 
 def _channels_of(layers: tuple[str, ...]) -> int:
     """Channels of ``layers``' maps stacked (`stack_features`)."""
-    channels = map_channels()
+    channels = PretextModel.map_channels()
     return sum(channels[name] for name in layers)
 
 
@@ -177,9 +177,9 @@ class PatchScorer(nn.Module):
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
-        unknown = set(layers) - set(MAP_LAYERS)
+        unknown = set(layers) - set(PretextModel.map_channels())
         if not layers or unknown:
-            raise ValueError(f"layers={layers!r}: choose among {sorted(MAP_LAYERS)}.")
+            raise ValueError(f"layers={layers!r}: choose among {sorted(PretextModel.map_channels())}.")
         available = _channels_of(layers)
         if not 0 <= channels <= available:
             raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}, "
@@ -242,18 +242,16 @@ class PatchScorer(nn.Module):
         raise NotImplementedError
 
 
-#: Share of each `PatchGaussian` covariance moved toward its mean variance times the identity: a
-#: fixed shrinkage keeps every per-location covariance invertible with a few hundred training images.
-_PATCH_SHRINKAGE = 0.01
-#: Added to that covariance's diagonal, so that channels that never vary still leave it invertible.
-_PATCH_RIDGE = 1e-6
-
-
 class PatchGaussian(PatchScorer):
     """Mahalanobis distance under one Gaussian per grid location (``shared=False``: objects that
     sit still look alike at each place) or one Gaussian for all locations (``shared=True``)."""
 
     options = (*PatchScorer.options, "shared")
+    #: Share of each covariance moved toward its mean variance times the identity: a fixed
+    #: shrinkage keeps every per-location covariance invertible with a few hundred training images.
+    SHRINKAGE = 0.01
+    #: Added to the covariance's diagonal, so that channels that never vary still leave it invertible.
+    RIDGE = 1e-6
 
     def __init__(self, *args, shared: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -272,7 +270,7 @@ class PatchGaussian(PatchScorer):
         cov = outer / count - mean[:, :, None] * mean[:, None, :]
         mu = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
-        cov = (1 - _PATCH_SHRINKAGE) * cov + _PATCH_SHRINKAGE * mu * eye + _PATCH_RIDGE * eye
+        cov = (1 - self.SHRINKAGE) * cov + self.SHRINKAGE * mu * eye + self.RIDGE * eye
         _set_buffers(self, mean=mean.float(), precision=torch.linalg.inv(cov).float())
 
     def _score(self, features: Tensor) -> Tensor:

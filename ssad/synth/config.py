@@ -16,7 +16,7 @@ FILL_MODES = ("cut_paste", "average_colour", "flat_colour")
 FAMILIES = ("cutpaste", "perlin", "poisson")
 #: "3way": the spec's labels, every big defect is 1; "families": Perlin blobs 3, Poisson patches 4.
 PRETEXTS = ("3way", "families")
-#: Compositing backends: "auto" takes the fused kernel where the device allows (`ssad.kernels`), else the reference.
+#: Compositing backends: "auto" takes the fused kernel where the device allows (kernels issue).
 BACKENDS = ("auto", "reference", "fused")
 
 
