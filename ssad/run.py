@@ -318,7 +318,7 @@ def _save_synthetic_samples(config: RunConfig, data: CategoryData, path: Path, c
     generator = torch.Generator(data.train.device).manual_seed(config.train.seed)
     idx = torch.randint(len(data.train), (count,), generator=generator, device=data.train.device)
     sources = None if data.source_images is None else data.source_images[idx % len(data.source_images)]
-    masks = data.object_masks[idx] if data.moves else data.object_masks
+    masks = data.object_masks_at(idx)
     out = DefectSynthesizer(config.synth)(data.train[idx], masks, sources, generator)
     save_png(render_grid(out.images, out.labels, out.masks, out.params), path)
 

@@ -33,6 +33,7 @@ from ssad.data import BatchSampler, CategoryData
 from ssad.graphs import CudaGraphed
 from ssad.model import PretextModel, create_model, normalise
 from ssad.synth import DefectSynthesizer, SynthOutput
+from ssad.synth.object_mask import masks_at
 
 __all__ = [
     "TrainResult", "train", "pretext_batch", "optimisation_step", "augment_normals", "pretext_accuracy",
@@ -185,7 +186,7 @@ def train(
                 model.backbone.requires_grad_(True)  # stage two: the whole network
 
             idx = next(sampler)
-            masks = data.object_masks[idx] if data.moves else data.object_masks
+            masks = data.object_masks_at(idx)
             out = make_batch(data.train[idx], masks, data.source_images)
             loss, logits = optimisation_step(net, optimizer, out.images, out.labels, autocast, memory_format)
             schedule.step()
@@ -276,7 +277,7 @@ def pretext_accuracy(
     correct = 0
     for _ in range(batches):
         idx = torch.randint(len(images), (batch_size,), generator=generator, device=images.device)
-        masks = object_masks[idx] if len(object_masks) > 1 else object_masks
+        masks = masks_at(object_masks, idx)
         out = synth(images[idx], masks, _pick_sources(sources, batch_size, generator), generator)
         correct += int((model(normalise(out.images)).argmax(1) == out.labels).sum())
     return correct / (batches * batch_size)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["object_mask", "CUES"]
+__all__ = ["object_mask", "masks_at", "CUES"]
 
 _BINS = 256
 #: What sets an object apart from its backdrop: its colour, and its texture (local gradient energy).
@@ -95,6 +95,13 @@ def object_mask(
     info["fallback"] = ~fg.flatten(1).any(dim=1)
     masks = fg | info["fallback"][:, None, None, None]
     return (masks, info) if return_info else masks
+
+
+def masks_at(object_masks: Tensor, index: Tensor) -> Tensor:
+    """The object masks of the images at ``index`` (B,) int64: rows of ``object_masks`` where it
+    holds one mask per image (N, 1, H, W), else the one mask all images share (1, 1, H, W), as it
+    is: the synthesizer takes (B or 1, 1, H, W) bool."""
+    return object_masks[index] if len(object_masks) > 1 else object_masks
 
 
 def _threshold(cue: Tensor, thickness: int, border_quantile: float | None) -> Tensor:
