@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ssad.synth.functional import working_colour
 from ssad.synth.config import FILL_MODES, SynthConfig
+from ssad.synth.module import check_image_batch, check_source_images
 from ssad.synth.raster import box_origins, compositing_box
 
 __all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS", "AVERAGE_NUM_WARPS"]
@@ -147,16 +148,11 @@ def plan(
 
 
 def _check(images: Tensor, params: dict[str, Tensor], source_images: Tensor | None) -> None:
-    """Raise ValueError for inputs the kernel does not take (all checks read shapes only)."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (B, C, H, W) with C in {{1, 3}}; got {tuple(images.shape)}.")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or float in [0, 1]; got {images.dtype}.")
-    if source_images is not None and (
-        source_images.shape != images.shape or source_images.dtype != images.dtype
-        or source_images.device != images.device
-    ):
-        raise ValueError("source_images must match images in shape, dtype and device.")
+    """Raise ValueError for inputs the kernel does not take (all checks read shapes only): those
+    of the synthesizer (`check_image_batch`, `check_source_images`), and params of float32 on the
+    images' device."""
+    check_image_batch(images)
+    check_source_images(source_images, images)
     vertices = params["vertices"]
     if vertices.device != images.device or vertices.dtype != torch.float32:
         raise ValueError(f"params must be float32 on {images.device} (from sample_params); "
