@@ -198,28 +198,6 @@ def _by_label(is_polygon: Tensor, is_scar: Tensor, polygon: Tensor, scar: Tensor
     return torch.where(is_polygon[index], polygon, torch.where(is_scar[index], scar, 0.0))
 
 
-def _draw_families(
-    draws: _Draws, params: dict[str, Tensor], config: SynthConfig, height: int, width: int,
-    object_masks: Tensor | None,
-) -> dict[str, Tensor]:
-    """Each big defect's family and the parameters of the Perlin and Poisson families (drawn for
-    every sample, used by those of its family): see `sample_params`."""
-    labels = params["labels"]
-    family = torch.where(labels == 1, draws.choose(config.family_probs), 0)
-    other = family > 0
-    out: dict[str, Tensor] = {
-        "family": family,
-        "num_vertices": torch.where(other, 0, params["num_vertices"]),  # no polygon for them
-    }
-    if config.pretext == "families":
-        out["labels"] = torch.where(family == 1, 3, torch.where(family == 2, 4, labels))
-    if config.family_probs[1] > 0:
-        out.update(_draw_perlin(draws, config, height, width, object_masks))
-    if config.family_probs[2] > 0:
-        out.update(_draw_poisson(draws, config, height, width, object_masks))
-    return out
-
-
 def _draw_perlin(
     draws: _Draws, config: SynthConfig, height: int, width: int, object_masks: Tensor | None
 ) -> dict[str, Tensor]:
@@ -260,6 +238,28 @@ def _draw_poisson(
     patch_w, patch_h = patch_size.unbind(dim=-1)
     source, _ = _sample_centres(draws, _rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None)
     return {"poisson_size": patch_size, "poisson_centre": centre, "poisson_source": source, "poisson_scale": scale}
+
+
+def _draw_families(
+    draws: _Draws, params: dict[str, Tensor], config: SynthConfig, height: int, width: int,
+    object_masks: Tensor | None,
+) -> dict[str, Tensor]:
+    """Each big defect's family and the parameters of the Perlin and Poisson families (drawn for
+    every sample, used by those of its family): see `sample_params`."""
+    labels = params["labels"]
+    family = torch.where(labels == 1, draws.choose(config.family_probs), 0)
+    other = family > 0
+    out: dict[str, Tensor] = {
+        "family": family,
+        "num_vertices": torch.where(other, 0, params["num_vertices"]),  # no polygon for them
+    }
+    if config.pretext == "families":
+        out["labels"] = torch.where(family == 1, 3, torch.where(family == 2, 4, labels))
+    if config.family_probs[1] > 0:
+        out.update(_draw_perlin(draws, config, height, width, object_masks))
+    if config.family_probs[2] > 0:
+        out.update(_draw_poisson(draws, config, height, width, object_masks))
+    return out
 
 
 def defect_extent(config: SynthConfig, height: int, width: int) -> tuple[float, float]:
