@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from ssad.cpu import native_bf16, retain_freed_memory
 from ssad.model import create_model
 from ssad.train import optimisation_step
 from synth_throughput import cpu_environment
+from timing import seconds_per_call
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,18 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
     precisions = {"float32": torch.autocast("cpu", enabled=False),
                   "bf16": torch.autocast("cpu", dtype=torch.bfloat16)}
 
-    def steps(autocast: torch.autocast, count: int) -> float:
-        start = time.perf_counter()
-        for _ in range(count):
-            optimisation_step(model, optimizer, images, labels, autocast, torch.channels_last)
-        return (time.perf_counter() - start) / count
-
-    for autocast in precisions.values():
-        steps(autocast, 1)
+    steps = {name: partial(optimisation_step, model, optimizer, images, labels, autocast, torch.channels_last)
+             for name, autocast in precisions.items()}
+    for step in steps.values():
+        step()
     seconds: dict[str, list[float]] = {name: [] for name in precisions}
     for _ in range(args.repeats):
-        for name, autocast in precisions.items():
-            seconds[name].append(steps(autocast, args.steps))
+        for name, step in steps.items():
+            seconds[name].append(seconds_per_call(step, args.steps))
     ratios = [f / b for f, b in zip(seconds["float32"], seconds["bf16"])]
     result = {
         "env": cpu_environment(native_bf16=native_bf16(), onednn_max_cpu_isa=os.environ.get("ONEDNN_MAX_CPU_ISA")),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.synth.poisson import poisson_change, rectangle_change
 from synth_throughput import cpu_environment
+from timing import seconds_per_call
 
 
 def dense_change(target: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -52,10 +53,7 @@ def measure(size: int, args: argparse.Namespace) -> dict:
     times: dict[str, list[float]] = {name: [] for name in SOLVES}
     for _ in range(args.repeats):
         for name in SOLVES:
-            start = time.perf_counter()
-            for _ in range(args.batches):
-                call(name)
-            times[name].append((time.perf_counter() - start) / args.batches)
+            times[name].append(seconds_per_call(partial(call, name), args.batches))
     functional.rectangle_change = rectangle_change
     ratios = [d / r for d, r in zip(times["dense"], times["rectangle"])]
     diff = (outputs["dense"].images.int() - outputs["rectangle"].images.int()).abs()
