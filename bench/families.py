@@ -45,7 +45,7 @@ from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 from synth_throughput import cpu_environment
-from timing import seconds_per_call
+from timing import round_ratios, seconds_per_call
 
 FAMILIES = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0)}
 
@@ -193,13 +193,12 @@ def _measure(pool: Pool, allocator: str, args: argparse.Namespace) -> list[dict]
             reference, batched, faults = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
                                                     lambda: synth(images, masks, generator=g),
                                                     args.batch, args.batches, args.repeats)
+            speedup, speedup_range = round_ratios(batched, reference)
             rows.append({"family": family, "size": size, "batch": args.batch, "allocator": allocator,
                          "per_image_images_per_s": statistics.median(reference),
                          "batched_images_per_s": statistics.median(batched),
-                         "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
-                         "batched_page_faults_per_call": faults,
-                         "speedup_range": [min(b / r for b, r in zip(batched, reference)),
-                                           max(b / r for b, r in zip(batched, reference))]})
+                         "speedup": speedup, "batched_page_faults_per_call": faults,
+                         "speedup_range": speedup_range})
             print(rows[-1], flush=True)
     return rows
 

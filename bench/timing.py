@@ -4,8 +4,8 @@
 stream, after the work queued before has finished (launch gaps count, no host sync inside the
 interval), elsewhere with ``time.perf_counter``. `seconds_per_call` times one run of calls in a
 row, `median_seconds` the median of repeated runs after warm-up calls. Scripts that compare
-variants take turns between them, one `seconds_per_call` each, so that a noisy machine's spells
-hit all of them alike.
+variants time them `taking_turns`, so that a noisy machine's spells hit all of them alike, and
+report the `round_ratios` of two of them.
 
 Imports torch alone (not ssad): `gpu_check.py` uses it before ssad is installed.
 """
@@ -20,7 +20,7 @@ from types import TracebackType
 
 import torch
 
-__all__ = ["Stopwatch", "seconds_per_call", "median_seconds"]
+__all__ = ["Stopwatch", "seconds_per_call", "median_seconds", "taking_turns", "round_ratios"]
 
 
 class Stopwatch:
@@ -67,3 +67,21 @@ def median_seconds(call: Callable[[], object], calls: int = 1, repeats: int = 1,
     for _ in range(warmup):
         call()
     return statistics.median(seconds_per_call(call, calls, device) for _ in range(repeats))
+
+
+def taking_turns(variants: dict[str, Callable[[], object]], calls: int = 1, rounds: int = 1,
+                 device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Seconds per call of each variant in each of ``rounds`` rounds (`seconds_per_call` of ``calls``
+    calls), the variants taking turns within a round. No warm-up: call each variant first."""
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, call in variants.items():
+            seconds[name].append(seconds_per_call(call, calls, device))
+    return seconds
+
+
+def round_ratios(top: list[float], bottom: list[float]) -> tuple[float, list[float]]:
+    """The median and the range [least, most] of the per-round ratios ``top / bottom`` of two
+    variants measured in the same rounds (e.g. seconds of the slower over the faster: its speed-up)."""
+    ratios = [t / b for t, b in zip(top, bottom)]
+    return statistics.median(ratios), [min(ratios), max(ratios)]

@@ -32,7 +32,7 @@ from ssad.graphs import CudaGraphed
 from ssad.model import create_model
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.train import optimisation_step, pretext_batch
-from timing import seconds_per_call
+from timing import taking_turns
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.warmup):
             fn()
     # Interleave the variants so drift of the machine hits all of them alike.
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.steps):
-        for name, fn in variants.items():
-            times[name].append(seconds_per_call(fn, device=device))
+    times = taking_turns(variants, rounds=args.steps, device=device)
     median = {name: statistics.median(t) for name, t in times.items()}
 
     result = {
