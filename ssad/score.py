@@ -3,7 +3,7 @@
 Image level: pooled 512-d features of the trained network, L2-normalised, scored by
 - `GaussianDensity` (default, as in CutPaste): Mahalanobis distance to the mean under a
   Ledoit-Wolf shrunk covariance;
-- `KNNDensity` (the seed's): mean cosine distance to the k nearest training features.
+- `KNNDensity`: mean cosine distance to the k nearest training features.
 
 Pixel level (`PatchScorer`): dense features of intermediate layers (by default layer2 and layer1,
 resampled to layer2's grid, i.e. one feature per 8x8 pixels), all their channels or a fixed random
@@ -93,7 +93,7 @@ class GaussianDensity(nn.Module):
 
 
 class KNNDensity(nn.Module):
-    """Mean cosine distance to the k nearest training features (the seed's scorer)."""
+    """Mean cosine distance to the k nearest training features: no distribution assumed."""
 
     def __init__(self, k: int = 3) -> None:
         super().__init__()

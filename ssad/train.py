@@ -136,7 +136,7 @@ def train(
     rate = _Rate()
     try:
         net.train()
-        state.model.backbone.requires_grad_(state.step >= cfg.freeze_backbone_steps)  # the seed's stage one
+        state.model.backbone.requires_grad_(state.step >= cfg.freeze_backbone_steps)  # stage one: the head alone
         while state.step < cfg.steps:
             if state.step == cfg.freeze_backbone_steps > 0:
                 state.model.backbone.requires_grad_(True)  # stage two: the whole network
