@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from ssad.cpu import native_bf16, retain_freed_memory
 from ssad.model import create_model
 from ssad.train import optimisation_step
 from synth_throughput import cpu_environment
+from timing import round_ratios, taking_turns
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,31 +51,24 @@ def main(argv: list[str] | None = None) -> dict:
     precisions = {"float32": torch.autocast("cpu", enabled=False),
                   "bf16": torch.autocast("cpu", dtype=torch.bfloat16)}
 
-    def steps(autocast: torch.autocast, count: int) -> float:
-        start = time.perf_counter()
-        for _ in range(count):
-            optimisation_step(model, optimizer, images, labels, autocast, torch.channels_last)
-        return (time.perf_counter() - start) / count
-
-    for autocast in precisions.values():
-        steps(autocast, 1)
-    seconds: dict[str, list[float]] = {name: [] for name in precisions}
-    for _ in range(args.repeats):
-        for name, autocast in precisions.items():
-            seconds[name].append(steps(autocast, args.steps))
-    ratios = [f / b for f, b in zip(seconds["float32"], seconds["bf16"])]
+    steps = {name: partial(optimisation_step, model, optimizer, images, labels, autocast, torch.channels_last)
+             for name, autocast in precisions.items()}
+    for step in steps.values():
+        step()
+    seconds = taking_turns(steps, args.steps, args.repeats)
+    speedup, (least, most) = round_ratios(seconds["float32"], seconds["bf16"])
     result = {
         "env": cpu_environment(native_bf16=native_bf16(), onednn_max_cpu_isa=os.environ.get("ONEDNN_MAX_CPU_ISA")),
         "size": args.size, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
         "ms_per_step": {name: statistics.median(s) * 1e3 for name, s in seconds.items()},
-        "bf16_speedup": statistics.median(ratios), "bf16_speedup_range": [min(ratios), max(ratios)],
+        "bf16_speedup": speedup, "bf16_speedup_range": [least, most],
     }
     write_json(args.out, result)
     ms = result["ms_per_step"]
     print(f"| precision | ms per step (median of {args.repeats}) | images/s |\n|---|---:|---:|")
     for name in precisions:
         print(f"| {name} | {ms[name]:,.0f} | {args.batch / ms[name] * 1e3:.1f} |")
-    print(f"bf16 speed-up {result['bf16_speedup']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}); "
+    print(f"bf16 speed-up {speedup:.2f}x ({least:.2f}-{most:.2f}); "
           f"native bf16: {result['env']['native_bf16']}")
     return result
 

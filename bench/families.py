@@ -33,7 +33,6 @@ import math
 import os
 import resource
 import statistics
-import time
 from multiprocessing import get_context
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -46,6 +45,7 @@ from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 from synth_throughput import cpu_environment
+from timing import round_ratios, seconds_per_call
 
 FAMILIES = {"perlin": (0.0, 1.0, 0.0), "poisson": (0.0, 0.0, 1.0)}
 
@@ -168,10 +168,7 @@ def _interleaved_rates(reference, batched, count: int, batches: int, repeats: in
     for _ in range(repeats):
         for run, into in ((reference, rates[0]), (batched, rates[1])):
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            start = time.perf_counter()
-            for _ in range(batches):
-                run()
-            into.append(count * batches / (time.perf_counter() - start))
+            into.append(count / seconds_per_call(run, batches))
             if run is batched:
                 faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     return *rates, faults / (repeats * batches)
@@ -196,13 +193,12 @@ def _measure(pool: Pool, allocator: str, args: argparse.Namespace) -> list[dict]
             reference, batched, faults = _interleaved_rates(lambda: pool.map(one, tasks, chunksize=1),
                                                     lambda: synth(images, masks, generator=g),
                                                     args.batch, args.batches, args.repeats)
+            speedup, speedup_range = round_ratios(batched, reference)
             rows.append({"family": family, "size": size, "batch": args.batch, "allocator": allocator,
                          "per_image_images_per_s": statistics.median(reference),
                          "batched_images_per_s": statistics.median(batched),
-                         "speedup": statistics.median(b / r for b, r in zip(batched, reference)),
-                         "batched_page_faults_per_call": faults,
-                         "speedup_range": [min(b / r for b, r in zip(batched, reference)),
-                                           max(b / r for b, r in zip(batched, reference))]})
+                         "speedup": speedup, "batched_page_faults_per_call": faults,
+                         "speedup_range": speedup_range})
             print(rows[-1], flush=True)
     return rows
 

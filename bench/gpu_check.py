@@ -11,7 +11,7 @@ skips what no longer fits:
 - ``equality``: fused vs reference on the device, B = 256 at 256 x 256, uint8 / float32, C = 3 / 1;
 - ``throughput``: images/s of `apply` alone (params drawn beforehand) and of the whole synthesizer
   (sample_params + apply), reference vs fused, batch 32 to 1024 at 256 x 256, uint8 and float32;
-  the median of repeats timed with CUDA events after warmup; ratios and the targets;
+  the median of repeats timed with CUDA events after warmup (``bench/timing.py``); ratios and the targets;
 - ``tiles``: the fused `apply` at batch 1024 (uint8) for other tile sizes and warps;
 - ``graphed``: the whole fused synthesizer replayed from a CUDA graph (`ssad.graphs.CudaGraphed`)
   against eager calls, uint8, batch 32 to 1024: the launch overhead of the ~250 small sampling ops;
@@ -40,7 +40,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from timing import median_seconds
 
 if TYPE_CHECKING:  # ssad may not be installed yet when this script starts (see `ensure_ssad_importable`)
     from ssad.synth import SynthConfig
@@ -254,7 +255,8 @@ def _throughput_at(batch: int, dtype: torch.dtype, args: argparse.Namespace) -> 
 
 
 def tiles(args: argparse.Namespace) -> list[dict]:
-    """Fused `apply` at the largest batch, uint8, for other launch shapes of the composite kernel."""
+    """Fused `apply` at the largest batch, uint8, for other launch shapes (tile pixels of both kernels,
+    warps of the composite one)."""
     from ssad.kernels import fused
     from ssad.synth import SynthConfig, sample_params
 
@@ -461,25 +463,8 @@ def random_images(shape: tuple[int, ...], dtype: torch.dtype, device: str, seed:
 
 def time_per_call(step: Callable[[], object], args: argparse.Namespace) -> float:
     """Median seconds per call of ``step`` over ``args.repeats`` runs of ``args.iters`` calls, after
-    ``args.warmup`` calls; on CUDA timed with events on the stream (launch gaps included)."""
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        if args.device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.iters):
-                step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3 / args.iters)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(args.iters):
-                step()
-            times.append((time.perf_counter() - t0) / args.iters)
-    return statistics.median(times)
+    ``args.warmup`` calls (`timing.median_seconds`: on CUDA timed with events, launch gaps included)."""
+    return median_seconds(step, args.iters, args.repeats, args.warmup, args.device)
 
 
 def summarise(report: dict) -> None:

@@ -60,7 +60,7 @@ def report(args: argparse.Namespace) -> dict:
         _, _, launches = fused.plan(images, params, config, tile_pixels=tile_pixels, num_warps=num_warps)
         for launch in launches:
             if (tile_pixels, num_warps) != default and launch.kernel is not fused._composite_kernel:
-                continue  # only the composite kernel takes the launch shape
+                continue  # the other launch shapes are compared on the composite kernel alone
             compiled = compile_launch(launch, args.arch)
             usage = resource_usage(compiled.asm["cubin"])
             warps = launch.options["num_warps"]

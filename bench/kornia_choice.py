@@ -1,7 +1,7 @@
 """Where is kornia the better tool? Our hand-written ops against kornia's, side by side.
 
-* anomaly-map smoothing: a hand-written separable Gaussian (reflect; ssad's until this comparison)
-  vs ``kornia.filters.gaussian_blur2d`` (reflect; `ssad.score.gaussian_blur` now), on (M, 1, S, S) maps;
+* anomaly-map smoothing: a hand-written separable Gaussian (reflect) vs
+  ``kornia.filters.gaussian_blur2d`` (reflect; what `ssad.score.gaussian_blur` uses), on (M, 1, S, S) maps;
 * AUPRO's connected components: `ssad.metrics._label_regions` (exact union-find as tensor ops)
   vs ``kornia.contrib.connected_components`` (iterated max-pooling), on defect masks;
 * object-mask morphology: max-pool erosion / dilation (`ssad.synth.object_mask`) vs
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import kornia
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ssad.atomic import write_json
 from ssad.metrics import _label_regions
+from timing import median_seconds
 
 
 def separable_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -37,16 +38,6 @@ def separable_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     maps = F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
     return F.conv2d(F.pad(maps, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _blobs(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -69,6 +60,23 @@ def _same_partition(a: torch.Tensor, b: torch.Tensor, on: torch.Tensor) -> bool:
     return len(pairs) == len(a[on].unique()) == len(b[on].unique())
 
 
+def _row(op: str, ours: Callable[[], object], theirs: Callable[[], object], repeats: int, **check: object) -> dict:
+    """One result: the median seconds of our op and of kornia's, and ``check`` (how far they differ)."""
+    return {"op": op, "ours_s": median_seconds(ours, repeats=repeats),
+            "kornia_s": median_seconds(theirs, repeats=repeats), **check}
+
+
+def _max_pool_close(fg: torch.Tensor) -> torch.Tensor:
+    """Closing of (N, 1, S, S) float masks with a 7x7 square: max-pool dilation, then erosion."""
+    return -F.max_pool2d(-F.max_pool2d(fg, 7, stride=1, padding=3), 7, stride=1, padding=3)
+
+
+def _kornia_close(fg: torch.Tensor) -> torch.Tensor:
+    """The same closing with kornia's grey-scale morphology and a flat 7x7 kernel."""
+    kernel = torch.ones(7, 7)
+    return kornia.morphology.erosion(kornia.morphology.dilation(fg, kernel), kernel)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256)
@@ -80,43 +88,24 @@ def main(argv: list[str] | None = None) -> None:
 
     maps = torch.rand(args.count, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     sigma = 4.0
-    radius = max(1, math.ceil(3 * sigma))
-    ours = separable_blur(maps, sigma)
-    theirs = kornia.filters.gaussian_blur2d(maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma),
-                                            border_type="reflect")
-    rows.append({
-        "op": "gaussian smoothing", "ours_s": _time(lambda: separable_blur(maps, sigma), args.repeats),
-        "kornia_s": _time(lambda: kornia.filters.gaussian_blur2d(
-            maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma), border_type="reflect"), args.repeats),
-        "max_abs_difference": float((ours - theirs).abs().max()),
-    })
+    side = 2 * max(1, math.ceil(3 * sigma)) + 1
+    ours_blur = partial(separable_blur, maps, sigma)
+    kornia_blur = partial(kornia.filters.gaussian_blur2d, maps, (side, side), (sigma, sigma), border_type="reflect")
+    rows.append(_row("gaussian smoothing", ours_blur, kornia_blur, args.repeats,
+                     max_abs_difference=float((ours_blur() - kornia_blur()).abs().max())))
 
     masks = _blobs(args.count, args.size)
-    labels, _ = _label_regions(masks)
     # kornia needs enough iterations to cross the longest region: the side, to be safe.
-    iterations = args.size
-    components = kornia.contrib.connected_components(masks[:, None].float(), num_iterations=iterations)[:, 0]
-    rows.append({
-        "op": "connected components (8-connected ours; kornia's max-pool propagation)",
-        "ours_s": _time(lambda: _label_regions(masks), args.repeats),
-        "kornia_s": _time(lambda: kornia.contrib.connected_components(masks[:, None].float(),
-                                                                      num_iterations=iterations), args.repeats),
-        "same_regions": _same_partition(labels, components, masks),
-    })
+    kornia_components = partial(kornia.contrib.connected_components, masks[:, None].float(), num_iterations=args.size)
+    rows.append(_row("connected components (8-connected ours; kornia's max-pool propagation)",
+                     partial(_label_regions, masks), kornia_components, args.repeats,
+                     same_regions=_same_partition(_label_regions(masks)[0], kornia_components()[:, 0], masks)))
 
     fg = masks[:, None].float()
-    kernel = torch.ones(7, 7)
-    ours_open = -F.max_pool2d(-F.max_pool2d(fg, 7, stride=1, padding=3), 7, stride=1, padding=3)
-    theirs_open = kornia.morphology.erosion(kornia.morphology.dilation(fg, kernel), kernel)
+    ours_close, kornia_close = partial(_max_pool_close, fg), partial(_kornia_close, fg)
     inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))  # borders: padding conventions differ
-    rows.append({
-        "op": "morphology (closing, 7x7 square)",
-        "ours_s": _time(lambda: -F.max_pool2d(-F.max_pool2d(fg, 7, stride=1, padding=3), 7, stride=1, padding=3),
-                        args.repeats),
-        "kornia_s": _time(lambda: kornia.morphology.erosion(kornia.morphology.dilation(fg, kernel), kernel),
-                          args.repeats),
-        "max_abs_difference": float((ours_open[inner] - theirs_open[inner]).abs().max()),
-    })
+    rows.append(_row("morphology (closing, 7x7 square)", ours_close, kornia_close, args.repeats,
+                     max_abs_difference=float((ours_close()[inner] - kornia_close()[inner]).abs().max())))
     for row in rows:
         row["kornia_over_ours"] = row["kornia_s"] / row["ours_s"]
         print(row, flush=True)

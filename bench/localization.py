@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -29,9 +28,11 @@ from ssad.atomic import write_json
 from ssad.config import RunConfig, ScoreConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import scan_category
+from ssad.detector import scaled_sigma
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.score import create_patch_scorer
+from timing import Stopwatch
 
 # (name, create_patch_scorer name, options; sigma in pixels at 256 x 256). "layer2+1": layer1
 # resampled to layer2's grid (1/8 of the side).
@@ -53,19 +54,17 @@ DEFAULT = VARIANTS[2]
 
 def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, channels: int, options: dict) -> dict:
     """Fit one scorer on the training images, score the test images: one row of results."""
-    start = time.perf_counter()
-    sigma = options.get("sigma", 4.0) * data.image_size / 256
-    patches = create_patch_scorer(scorer, channels=channels, **{**options, "sigma": sigma})
-    maps = patches.fit(model, data.train).score(model, data.test)
-    row = {
-        "variant": name,
-        "image_size": data.image_size,
-        "channels": patches.channels,
-        "pixel_auroc": pixel_auroc(maps, data.test_masks),
-        "aupro": aupro(maps, data.test_masks),
-        "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
-        "seconds": time.perf_counter() - start,
-    }
+    with Stopwatch() as watch:
+        sigma = scaled_sigma(options.get("sigma", ScoreConfig.sigma), data.image_size)
+        patches = create_patch_scorer(scorer, channels=channels, **{**options, "sigma": sigma})
+        maps = patches.fit(model, data.train).score(model, data.test)
+        figures = {
+            "pixel_auroc": pixel_auroc(maps, data.test_masks),
+            "aupro": aupro(maps, data.test_masks),
+            "image_auroc_of_map_max": image_auroc(maps.amax(dim=(1, 2, 3)), data.test_labels),
+        }
+    row = {"variant": name, "image_size": data.image_size, "channels": patches.channels, **figures,
+           "seconds": watch.seconds}
     print(f"{data.category:8s} {name:38s} {data.image_size:4d} px {patches.channels:3d} ch  "
           f"pixel {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}  "
           f"image (map max) {row['image_auroc_of_map_max']:.3f}  {row['seconds']:.0f} s", flush=True)

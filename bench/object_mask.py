@@ -1,4 +1,4 @@
-"""Do object masks hold the real defects? The old (colour only) and new (colour and texture) estimates.
+"""Do object masks hold the real defects? The colour-only and the colour-and-texture estimates.
 
 For each category it can read, the share of each defective test image's ground-truth pixels that
 lie inside the object mask (coverage: mean and minimum over the images) and the mask's share of
@@ -30,8 +30,9 @@ from ssad.data import DEMO_CATEGORIES, CategoryData, load_category, make_demo_da
 from ssad.data.categories import CategoryInfo
 from ssad.data.objects import MARGIN, category_object_masks, estimate_object_masks
 
-#: method name -> `object_mask` options. "old" is ssad's estimate before texture was a cue: colour
-#: distance and Otsu's threshold alone, no regrowing, the same 3% margin for every object.
+#: method name -> `object_mask` options. "old (colour)" is the colour-only estimate: colour distance
+#: and Otsu's threshold alone, no regrowing, the same 3% margin for every object; "new" the defaults.
+#: The names label the rows of bench/results/object_mask*.json.
 METHODS = {
     "old (colour)": dict(cues=("colour",), border_quantile=None, regrow=0.0, margin=0.03),
     "new (colour+texture)": {},

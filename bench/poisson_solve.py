@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from ssad.cpu import retain_freed_memory
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.synth.poisson import poisson_change, rectangle_change
 from synth_throughput import cpu_environment
+from timing import round_ratios, taking_turns
 
 
 def dense_change(target: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -49,20 +50,14 @@ def measure(size: int, args: argparse.Namespace) -> dict:
         return synth(images, generator=generator)
 
     outputs = {name: call(name, seed=1) for name in SOLVES}  # also the warm-up
-    times: dict[str, list[float]] = {name: [] for name in SOLVES}
-    for _ in range(args.repeats):
-        for name in SOLVES:
-            start = time.perf_counter()
-            for _ in range(args.batches):
-                call(name)
-            times[name].append((time.perf_counter() - start) / args.batches)
+    times = taking_turns({name: partial(call, name) for name in SOLVES}, args.batches, args.repeats)
     functional.rectangle_change = rectangle_change
-    ratios = [d / r for d, r in zip(times["dense"], times["rectangle"])]
+    speedup, speedup_range = round_ratios(times["dense"], times["rectangle"])
     diff = (outputs["dense"].images.int() - outputs["rectangle"].images.int()).abs()
     return {
         "size": size, "batch": args.batch,
         "ms_per_call": {name: 1e3 * statistics.median(t) for name, t in times.items()},
-        "speedup": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
+        "speedup": speedup, "speedup_range": speedup_range,
         "values": diff.numel(), "values_differing": int((diff > 0).sum()), "largest_difference": int(diff.max()),
         "mask_pixels": int(outputs["rectangle"].masks.sum()),
         "mask_pixels_differing": int((outputs["dense"].masks ^ outputs["rectangle"].masks).sum()),

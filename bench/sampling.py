@@ -5,7 +5,7 @@ Two ways to draw the same parameters (the draws are identical, see tests/test_sy
 * ``box``: no object masks, centres found by arithmetic in the admissible box (the default path,
   and the one every cut-paste source takes);
 * ``mask``: an all-ones object mask, centres found through the mask's running counts (the path
-  masked categories take, and what unmasked sampling used to do).
+  masked categories take).
 
 For each batch size it reports the median time per call on ``--device`` and the aten operations
 one call dispatches (those that compute, and views). On a GPU each computing operation is a kernel
@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ssad.atomic import write_json
 from ssad.synth import SynthConfig, sample_params
+from timing import median_seconds
 
 # Operations that only re-describe memory: no kernel runs for them.
 VIEWS = {"view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "expand", "select", "slice", "unbind",
@@ -61,23 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def seconds_per_call(call: Callable[[], object], args: argparse.Namespace, sync: Callable[[], None]) -> float:
-    call()
-    sync()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.calls):
-            call()
-        sync()
-        times.append((time.perf_counter() - start) / args.calls)
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     config = SynthConfig()
     generator = torch.Generator(device).manual_seed(0)
     ones = torch.ones(1, 1, args.size, args.size, dtype=torch.bool, device=device)
@@ -88,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
             call = partial(sample_params, shape, config, device=device, object_masks=masks, generator=generator)
             with CountOps() as ops:
                 call()
-            seconds = seconds_per_call(call, args, sync)
+            seconds = median_seconds(call, args.calls, args.repeats, warmup=1, device=device)
             results.append({"path": path, "batch": batch, "us_per_call": seconds * 1e6,
                             "ops_compute": ops.compute, "ops_views": ops.views})
             print(f"B={batch:5d} {path:4}  {seconds * 1e6:9.0f} us/call  {ops.compute} ops + {ops.views} views")

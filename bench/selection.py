@@ -39,7 +39,7 @@ from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
 from ssad.selection import CandidateFigures, choose, validate_sizes
 
-#: The hand-chosen preset this project had before validation (configs/cpu.toml): 320 px, map maximum.
+#: The hand-chosen setting configs/cpu.toml names as the alternative to validation: 320 px, map maximum.
 PRESET = (320, "map_max")
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 

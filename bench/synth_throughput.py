@@ -11,7 +11,7 @@ Both run under glibc's default allocator, then again with freed memory kept for 
 (``ssad.cpu.retain_freed_memory``): large per-batch tensors otherwise pay fresh page faults.
 
 Each measurement runs ``--warmup`` batches, then ``--repeats`` times ``--batches`` batches, and
-reports the median rate. The device is synchronised before the clock is read. Results go to
+reports the rate at the median time (``bench/timing.py``: CUDA events on a GPU). Results go to
 ``--out`` as JSON (written atomically) and to stdout as a markdown table.
 
     python bench/synth_throughput.py --out bench/results/synth_throughput_cpu.json
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
 from ssad.data.layout import IMAGE_EXTENSIONS
 from ssad.synth import DefectSynthesizer, SynthConfig
+from timing import median_seconds
 
 DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 # The engine as the training loop runs it: the spec's defaults, without the float range check
@@ -86,23 +85,13 @@ def procedural_images(n: int, size: int, seed: int) -> torch.Tensor:
     return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def measure(step: Callable[[], None], sync: Callable[[], None], args: argparse.Namespace) -> float:
-    """Median images/s of ``step`` (which produces one batch) over ``args.repeats`` timed runs."""
-    for _ in range(args.warmup):
-        step()
-    sync()
-    rates = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.batches):
-            step()
-        sync()
-        rates.append(args.batches * args.batch / (time.perf_counter() - start))
-    return statistics.median(rates)
+def measure(step: Callable[[], None], device: torch.device, args: argparse.Namespace) -> float:
+    """Images/s of ``step`` (which produces one batch) at the median time of ``args.repeats`` runs."""
+    return args.batch / median_seconds(step, args.batches, args.repeats, args.warmup, device)
 
 
 def bench_baseline(images: torch.Tensor, workers: int, dtype: torch.dtype, device: torch.device,
-                   sync: Callable[[], None], args: argparse.Namespace) -> float:
+                   args: argparse.Namespace) -> float:
     """Images/s of the DataLoader baseline, batches delivered on ``device``."""
     pil_images = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
     steps = args.warmup + args.repeats * args.batches
@@ -115,11 +104,10 @@ def bench_baseline(images: torch.Tensor, workers: int, dtype: torch.dtype, devic
         for tensor in next(batches):
             tensor.to(device, non_blocking=True)
 
-    return measure(step, sync, args)
+    return measure(step, device, args)
 
 
-def bench_ssad(images: torch.Tensor, dtype: torch.dtype, device: torch.device,
-               sync: Callable[[], None], args: argparse.Namespace) -> float:
+def bench_ssad(images: torch.Tensor, dtype: torch.dtype, device: torch.device, args: argparse.Namespace) -> float:
     """Images/s of ``DefectSynthesizer`` on ``device``, drawing batches by index from ``images``."""
     images = images.to(device)
     if dtype == torch.float32:
@@ -132,7 +120,7 @@ def bench_ssad(images: torch.Tensor, dtype: torch.dtype, device: torch.device,
         index = torch.randint(len(images), (args.batch,), generator=g, device=device)
         synth(images[index], generator=g)
 
-    return measure(step, sync, args)
+    return measure(step, device, args)
 
 
 def device_name(device: torch.device) -> str:
@@ -168,7 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but torch.cuda.is_available() is False")
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if args.images is not None:
         images = load_images(args.images, args.size, args.num_images)
     else:
@@ -185,10 +172,10 @@ def main(argv: list[str] | None = None) -> None:
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
             for workers in args.workers:
-                rate = bench_baseline(images, workers, dtype, device, sync, args)
+                rate = bench_baseline(images, workers, dtype, device, args)
                 results.append({"impl": "baseline", "device": "cpu", "workers": workers, "allocator": allocator,
                                 "dtype": dtype_name, "images_per_s": rate})
-            rate = bench_ssad(images, dtype, device, sync, args)
+            rate = bench_ssad(images, dtype, device, args)
             results.append({"impl": "ssad", "device": str(device), "workers": None, "allocator": allocator,
                             "dtype": dtype_name, "images_per_s": rate})
 

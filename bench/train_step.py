@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,19 +32,7 @@ from ssad.graphs import CudaGraphed
 from ssad.model import create_model
 from ssad.synth import DefectSynthesizer, SynthConfig
 from ssad.train import optimisation_step, pretext_batch
-
-
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    def run(fn: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    return run
+from timing import taking_turns
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,16 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
     def presynthesized():
         optimisation_step(net, optimizer, fixed.images, fixed.labels, autocast, torch.channels_last)
 
-    timer = _timer(device)
     variants = {"with_synthesis": with_synthesis, "presynthesized": presynthesized, "synthesis_only": data_side}
     for fn in variants.values():
         for _ in range(args.warmup):
-            timer(fn)
+            fn()
     # Interleave the variants so drift of the machine hits all of them alike.
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.steps):
-        for name, fn in variants.items():
-            times[name].append(timer(fn))
+    times = taking_turns(variants, rounds=args.steps, device=device)
     median = {name: statistics.median(t) for name, t in times.items()}
 
     result = {

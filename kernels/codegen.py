@@ -27,12 +27,20 @@ __all__ = ["compile_launch", "resource_usage", "global_accesses", "warps_per_sm"
 # A global access and its qualifiers, e.g. "ld.global.nc.v2.b32": kind, vector length, element bits.
 _ACCESS = re.compile(r"\b(ld|st)\.global(\.\S*?)?\.[a-z](\d+)(?=\s)")
 _VECTOR = re.compile(r"\.v(\d)\b")
+#: Threads per warp, on every CUDA architecture.
+_WARP_SIZE = 32
+#: The sm_80 / sm_90 limits per SM: registers (allocated to a warp in units of `_REGISTER_UNIT`),
+#: resident warps and resident blocks.
+_SM_REGISTERS = 65_536
+_REGISTER_UNIT = 256
+_SM_WARPS = 64
+_SM_BLOCKS = 32
 
 
 def compile_launch(launch: Launch, arch: int = 90) -> triton.compiler.CompiledKernel:
     """Compile ``launch`` for CUDA compute capability ``arch`` (90: H100 / H200). Its tensors may
     live on the CPU: only their dtypes and alignment matter. ``.asm`` holds "ptx" and "cubin"."""
-    kernel, backend = launch.kernel, make_backend(GPUTarget("cuda", arch, 32))
+    kernel, backend = launch.kernel, make_backend(GPUTarget("cuda", arch, _WARP_SIZE))
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, specialization, extra = binder(*launch.args, **launch.options)
     options, signature, constexprs, attrs = kernel._pack_args(backend, launch.options, bound, specialization, extra)
@@ -65,6 +73,6 @@ def global_accesses(ptx: str) -> dict[str, int]:
 def warps_per_sm(registers: int, num_warps: int) -> int:
     """Warps one SM can hold for blocks of ``num_warps`` at ``registers`` per thread, by the
     sm_80 / sm_90 limits: 65,536 registers allocated per warp in units of 256, 64 warps, 32 blocks."""
-    per_warp = -(-registers * 32 // 256) * 256
-    blocks = min(65_536 // (per_warp * num_warps), 64 // num_warps, 32)
+    per_warp = -(-registers * _WARP_SIZE // _REGISTER_UNIT) * _REGISTER_UNIT
+    blocks = min(_SM_REGISTERS // (per_warp * num_warps), _SM_WARPS // num_warps, _SM_BLOCKS)
     return blocks * num_warps

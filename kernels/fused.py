@@ -34,13 +34,18 @@ from torch import Tensor
 
 from ssad.synth.functional import working_colour
 from ssad.synth.config import FILL_MODES, SynthConfig
+from ssad.synth.module import check_image_batch, check_source_images
 from ssad.synth.raster import box_origins, compositing_box
 
-__all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS"]
+__all__ = ["fused_apply", "plan", "Launch", "TILE_PIXELS", "NUM_WARPS", "AVERAGE_NUM_WARPS"]
 
-#: Pixels per program of the composite kernel, and its warps (measured by bench/gpu_check.py).
+#: Pixels per program of both kernels, and the composite kernel's warps: the fastest launch shape
+#: of bench/gpu_check.py's ``tiles`` part.
 TILE_PIXELS = 2048
 NUM_WARPS = 8
+#: Warps of the average kernel, Triton's default: it runs one program per sample, only for the
+#: samples that average, and is not where the time goes.
+AVERAGE_NUM_WARPS = 4
 
 CUT_PASTE = tl.constexpr(FILL_MODES.index("cut_paste"))
 AVERAGE = tl.constexpr(FILL_MODES.index("average_colour"))
@@ -92,7 +97,8 @@ def plan(
         params: from `sample_params` for this shape, on the images' device.
         config: the config the params were drawn with (fixes the compositing box size).
         source_images: like ``images``; where cut-paste takes its patch (the images when None).
-        tile_pixels, num_warps: launch shape of the composite kernel (powers of two).
+        tile_pixels: pixels per program of both kernels (a power of two); num_warps: warps of the
+            composite kernel (a power of two; the average kernel takes `AVERAGE_NUM_WARPS`).
 
     Returns ``out`` (B, C, H, W) like ``images``, ``masks`` (B, 1, H, W) uint8 and the launches.
     Compiling the launches for a GPU that is not there (``bench/kernel_codegen.py``) starts here.
@@ -127,7 +133,8 @@ def plan(
     box_block_w = triton.next_power_of_2(box_w)
     average = Launch(
         _average_kernel, (batch,), (sources, *per_sample, height, width, box_h, box_w),
-        dict(BLOCK_H=max(1, TILE_PIXELS // box_block_w), BLOCK_W=box_block_w, num_warps=4, **constants),
+        dict(BLOCK_H=max(1, tile_pixels // box_block_w), BLOCK_W=box_block_w, num_warps=AVERAGE_NUM_WARPS,
+             **constants),
     )
     block_w = min(triton.next_power_of_2(width), tile_pixels)
     block_h = min(max(1, tile_pixels // block_w), triton.next_power_of_2(height))
@@ -141,16 +148,11 @@ def plan(
 
 
 def _check(images: Tensor, params: dict[str, Tensor], source_images: Tensor | None) -> None:
-    """Raise ValueError for inputs the kernel does not take (all checks read shapes only)."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (B, C, H, W) with C in {{1, 3}}; got {tuple(images.shape)}.")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or float in [0, 1]; got {images.dtype}.")
-    if source_images is not None and (
-        source_images.shape != images.shape or source_images.dtype != images.dtype
-        or source_images.device != images.device
-    ):
-        raise ValueError("source_images must match images in shape, dtype and device.")
+    """Raise ValueError for inputs the kernel does not take (all checks read shapes only): those
+    of the synthesizer (`check_image_batch`, `check_source_images`), and params of float32 on the
+    images' device."""
+    check_image_batch(images)
+    check_source_images(source_images, images)
     vertices = params["vertices"]
     if vertices.device != images.device or vertices.dtype != torch.float32:
         raise ValueError(f"params must be float32 on {images.device} (from sample_params); "

@@ -43,7 +43,7 @@ class TrainConfig:
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 3e-5
-    #: The seed's two stages: train the head with the backbone frozen for this many steps first.
+    #: Two stages: train the head with the backbone frozen for this many steps first (0: one stage).
     freeze_backbone_steps: int = 0
     #: "auto", "imagenet", "scratch" or a path to a state dict.
     init: str = "auto"
@@ -99,7 +99,7 @@ class ScoreConfig:
     """Fitting on normal images and scoring the test set (see `ssad.score`, `ssad.image_score`)."""
 
     #: Image density on pooled features, for the "density" image score: "gaussian" (Mahalanobis,
-    #: Ledoit-Wolf; CutPaste) or "knn" (cosine, the seed's).
+    #: Ledoit-Wolf; CutPaste) or "knn" (mean cosine distance to the nearest ``knn_k``).
     density: str = "gaussian"
     knn_k: int = 3
     #: What an image's score is (`ssad.registry.IMAGE_SCORES`): "map_max", "map_top",

@@ -39,7 +39,6 @@ def retain_freed_memory() -> bool:
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX instructions), so that bf16
     autocast speeds training up. Elsewhere oneDNN emulates bf16 and it runs slower than float32
-    (``bench/cpu_amp.py`` with oneDNN held to plain AVX-512: 1,731 against 742 ms for a ResNet-18
-    step of 32 images at 128 px)."""
+    (``bench/results/cpu_amp_emulated.json``: ``bench/cpu_amp.py`` with oneDNN held to plain AVX-512)."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and check() for check in checks)

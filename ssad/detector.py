@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ssad._version import __version__
 from ssad.atomic import atomic_write
-from ssad.config import ScoreConfig
+from ssad.config import ScoreConfig, ValidationConfig
 from ssad.image_score import STATISTICS, ImageScore, map_statistics
 from ssad.model import PretextModel, normalise
 from ssad.registry import DENSITIES, PATCH_SCORERS
@@ -40,16 +40,24 @@ from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density,
 __all__ = [
     "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded", "fit_scorers",
     "fold_indices", "held_out_statistics", "set_normal_thresholds", "load_detector", "find_detector",
-    "DETECTOR_FORMAT",
+    "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
 ]
 
 #: Bumped whenever a saved detector's layout changes; `load_detector` reads this one and those of
-#: `_READABLE_FORMATS` (1: before the image-score module, whose two scores needed no state).
+#: `_READABLE_FORMATS` (1: without the image-score module, its two scores needing no state).
 DETECTOR_FORMAT = 2
 _READABLE_FORMATS = (1, DETECTOR_FORMAT)
 THRESHOLDS = ("f1", "normal")
 #: Images per forward pass when scoring a stack of images.
 _BATCH = 32
+#: `ScoreConfig.sigma` is in pixels of an image of this side: a detector at another side scales it
+#: (`scaled_sigma`), so that the smoothing covers the same share of the image at every size.
+SIGMA_SIDE = 256
+
+
+def scaled_sigma(sigma: float, image_size: int) -> float:
+    """The smoothing, in pixels at ``image_size``, of ``sigma`` pixels at `SIGMA_SIDE`."""
+    return sigma * image_size / SIGMA_SIDE
 
 
 class Detection(NamedTuple):
@@ -207,7 +215,7 @@ def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves:
     if density or ImageScore(image_score).needs_density:
         fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
     name = cfg.patch_scorer_for(moves)
-    options = dict(channels=cfg.patch_channels, sigma=cfg.sigma * train.image_size / 256, layers=cfg.patch_layers)
+    options = dict(channels=cfg.patch_channels, sigma=scaled_sigma(cfg.sigma, train.image_size), layers=cfg.patch_layers)
     patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
     patches.fit_stacked(train.features.split(_BATCH))
     return Detector(model, fitted, patches, train.image_size, image_score).to(train.features.device)
@@ -257,13 +265,14 @@ def set_normal_thresholds(detector: Detector, normal: Tensor, quantile: float) -
     return detector
 
 
-def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, folds: int = 5,
-                 seed: int = 0) -> Detector:
+def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool,
+                 folds: int = ValidationConfig.folds, seed: int = ValidationConfig.seed) -> Detector:
     """Fit a detector with the settings of ``cfg`` (an "auto" image score is "map_max": nothing
     is chosen here; `ssad.selection.select_and_fit` chooses) on (N, 3, S, S) uint8 normal
     ``train`` images, scoring at their side; its "normal" thresholds (and the fusion's
     standardisation) come from held-out scores, ``folds``-fold, or in-sample where there are
-    fewer than ``2 * folds`` images."""
+    fewer than ``2 * folds`` images. ``folds`` and ``seed`` default to `ValidationConfig`'s: the
+    folds a run holds out with default settings."""
     image_score = "map_max" if cfg.image_score == "auto" else cfg.image_score
     density = ImageScore(image_score).needs_density
     embedded = embed(model, train, cfg.patch_layers, density)

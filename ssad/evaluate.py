@@ -69,7 +69,7 @@ def evaluate(detector: Detector, data: CategoryData) -> Evaluation:
                              "mask: the pixel metrics leave them out.")
             truth, known_maps = data.test_masks[known], maps[known]
             metrics["pixel_auroc"] = pixel_auroc(known_maps, truth)
-            metrics["aupro"] = aupro(known_maps, truth, max_fpr=0.3)
+            metrics["aupro"] = aupro(known_maps, truth)
             metrics["pixel_f1_max"], pixel_threshold = f1_max(known_maps.flatten(), truth.flatten())
     thresholds = None if image_threshold is None else (image_threshold, pixel_threshold)
     return Evaluation(metrics, scores, maps, thresholds, notes)

@@ -17,7 +17,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["auroc", "roc_curve", "image_auroc", "pixel_auroc", "aupro", "f1_max"]
+__all__ = ["auroc", "roc_curve", "image_auroc", "pixel_auroc", "aupro", "f1_max", "AUPRO_MAX_FPR"]
+
+#: `aupro` integrates up to this false positive rate, as the MVTec AD benchmark reports it: beyond
+#: it so many normal pixels are flagged that a segmentation is of no practical use.
+AUPRO_MAX_FPR = 0.3
 
 
 def auroc(scores: Tensor, labels: Tensor) -> float:
@@ -84,7 +88,7 @@ def pixel_auroc(anomaly_maps: Tensor, gt_masks: Tensor) -> float:
     return auroc(maps.flatten(), defect.flatten())
 
 
-def aupro(anomaly_maps: Tensor, gt_masks: Tensor, max_fpr: float = 0.3) -> float:
+def aupro(anomaly_maps: Tensor, gt_masks: Tensor, max_fpr: float = AUPRO_MAX_FPR) -> float:
     """Area under the per-region-overlap (PRO) curve up to ``max_fpr``, as in MVTec AD.
 
     Each connected region of the ground truth (8-connectivity, within one image) counts once,
@@ -222,7 +226,7 @@ def _label_regions(masks: Tensor) -> tuple[Tensor, int]:
     mask pixels both hook onto the smaller one, then every pixel jumps to its root. A round at
     least halves the number of roots per region, so O(log(pixels)) rounds. Kept over
     ``kornia.contrib.connected_components``, which needs as many max-pooling iterations as a
-    region is long and was 5 to 25 times slower on defect masks (bench/kornia_choice.py).
+    region is long and is several times slower on defect masks (bench/results/kornia_choice.json).
 
     Args:
         masks: (M, H, W) bool.

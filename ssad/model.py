@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import warnings
@@ -35,15 +36,14 @@ class PretextModel(nn.Module):
     """ResNet-18 features -> projection head -> ``num_classes`` logits.
 
     ``forward`` takes normalised (B, 3, H, W) float images and returns logits (B, num_classes);
-    ``embed`` returns the pooled backbone features (B, 512) used for scoring; ``feature_maps``
-    the intermediate maps used for localization.
+    ``embed`` returns the pooled backbone features (B, ``feature_dim``: 512) used for scoring;
+    ``feature_maps`` the intermediate maps used for localization.
     """
-
-    feature_dim = 512
 
     def __init__(self, num_classes: int = 3, head_dim: int = 128) -> None:
         super().__init__()
         resnet = torchvision.models.resnet18(weights=None)
+        self.feature_dim: int = resnet.fc.in_features  # the pooled features the ImageNet classifier took
         resnet.fc = nn.Identity()
         self.backbone = resnet
         self.head = nn.Sequential(
@@ -78,8 +78,28 @@ class PretextModel(nn.Module):
         r = self.backbone
         return torch.flatten(r.avgpool(r.layer4(maps["layer3"])), 1), maps
 
+    @staticmethod
+    def map_channels() -> dict[str, int]:
+        """Channels of each map `feature_maps` offers, by layer name (`MAP_LAYERS`), read from the
+        network itself: ``{"layer1": 64, "layer2": 128, "layer3": 256}`` for ResNet-18."""
+        return dict(_map_channels())
+
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+
+@functools.cache
+def _map_channels() -> dict[str, int]:
+    """`PretextModel.map_channels`, worked out once: the network run on the meta device, which
+    allocates nothing, computes nothing and draws no random numbers."""
+    with torch.device("meta"):
+        probe = torch.empty(1, 3, _PROBE_SIDE, _PROBE_SIDE)
+        maps = PretextModel().feature_maps(probe, MAP_LAYERS)
+    return {name: int(value.shape[1]) for name, value in maps.items()}
+
+
+#: Side of the image `_map_channels` probes with: the deepest map (layer3, stride 16) is 2 x 2 there.
+_PROBE_SIDE = 32
 
 
 def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tuple[PretextModel, str]:

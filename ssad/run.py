@@ -335,7 +335,7 @@ def _save_synthetic_samples(config: RunConfig, data: CategoryData, path: Path, c
     generator = torch.Generator(data.train.device).manual_seed(config.train.seed)
     idx = torch.randint(len(data.train), (count,), generator=generator, device=data.train.device)
     sources = None if data.source_images is None else data.source_images[idx % len(data.source_images)]
-    masks = data.object_masks[idx] if data.moves else data.object_masks
+    masks = data.object_masks_at(idx)
     out = DefectSynthesizer(config.synth)(data.train[idx], masks, sources, generator)
     save_png(render_grid(out.images, out.labels, out.masks, out.params), path)
 
@@ -350,13 +350,12 @@ def _save_pictures(data: CategoryData, evaluation: Evaluation, run_dir: Path) ->
         curves["pixel"] = (evaluation.anomaly_maps[known], data.test_masks[known])
     if curves:
         roc_picture(curves, run_dir / "roc.png")
-    # One colour scale for all images, from the median to the 99.9th percentile of the map values
-    # (a strided sample of them: quantile takes at most 16M values).
+    # One colour scale for all images, from a strided sample of the map values.
     maps = evaluation.anomaly_maps
     values = maps.flatten()[:: max(1, maps.numel() // _SCALE_SAMPLE)].float()
-    scale = (float(values.quantile(0.5)), float(values.quantile(0.999)))
+    low, high = (float(values.quantile(q)) for q in _SCALE_QUANTILES)
     names = [f"{kind}_{path.stem}" for kind, path in zip(data.test_defect_types, data.test_paths)]
-    test_panels(data.test, data.test_masks, maps, names, run_dir / "test_images", scale)
+    test_panels(data.test, data.test_masks, maps, names, run_dir / "test_images", (low, high))
 
 
 def _save_validation_pictures(data: CategoryData, selection: Selection, config: RunConfig, run_dir: Path) -> None:
@@ -372,8 +371,12 @@ def _save_validation_pictures(data: CategoryData, selection: Selection, config: 
     pairs_picture(data.train[positions], defects.images, defects.masks, families, run_dir / "validation_samples.png")
 
 
-#: Map values sampled for the pictures' colour scale (quantile takes at most 16M values).
+#: Map values sampled for the pictures' colour scale: plenty for its two quantiles, and within the
+#: 16M values `torch.quantile` takes.
 _SCALE_SAMPLE = 4_000_000
+#: The colour scale runs from the median map value (the normal surface, dark) to the 99.9th
+#: percentile (the strongest responses, which saturate without one image's peak flattening the rest).
+_SCALE_QUANTILES = (0.5, 0.999)
 #: Normal and defective pairs shown in validation_samples.png.
 _SAMPLE_PAIRS = 8
 

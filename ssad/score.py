@@ -3,7 +3,7 @@
 Image level: pooled 512-d features of the trained network, L2-normalised, scored by
 - `GaussianDensity` (default, as in CutPaste): Mahalanobis distance to the mean under a
   Ledoit-Wolf shrunk covariance;
-- `KNNDensity` (the seed's): mean cosine distance to the k nearest training features.
+- `KNNDensity`: mean cosine distance to the k nearest training features.
 
 Pixel level (`PatchScorer`): dense features of intermediate layers (by default layer2 and layer1,
 resampled to layer2's grid, i.e. one feature per 8x8 pixels), all their channels or a fixed random
@@ -97,7 +97,7 @@ class GaussianDensity(nn.Module):
 
 @DENSITIES.register("knn")
 class KNNDensity(nn.Module):
-    """Mean cosine distance to the k nearest training features (the seed's scorer)."""
+    """Mean cosine distance to the k nearest training features: no distribution assumed."""
 
     def __init__(self, k: int = 3) -> None:
         super().__init__()
@@ -136,15 +136,18 @@ def embed_images(model: PretextModel, images: Tensor, batch_size: int = 64) -> T
 
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     """Gaussian smoothing of (M, 1, H, W) maps (reflect padding), sigma in pixels, the kernel 3
-    sigma to each side. kornia's filter: the same result as the hand-written separable one it
-    replaced, and as fast or faster (bench/kornia_choice.py)."""
+    sigma to each side. kornia's filter: the same result as a hand-written separable one, and as
+    fast or faster (bench/results/kornia_choice.json)."""
     if sigma <= 0:
         return maps
     size = 2 * max(1, math.ceil(3 * sigma)) + 1
     return kornia.filters.gaussian_blur2d(maps, (size, size), (sigma, sigma), border_type="reflect")
 
 
-_LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256}
+def _channels_of(layers: tuple[str, ...]) -> int:
+    """Channels of ``layers``' maps stacked (`stack_features`)."""
+    channels = PretextModel.map_channels()
+    return sum(channels[name] for name in layers)
 
 
 def stack_features(feature_maps: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
@@ -174,10 +177,10 @@ class PatchScorer(nn.Module):
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
-        unknown = set(layers) - set(_LAYER_CHANNELS)
+        unknown = set(layers) - set(PretextModel.map_channels())
         if not layers or unknown:
-            raise ValueError(f"layers={layers!r}: choose among {sorted(_LAYER_CHANNELS)}.")
-        available = sum(_LAYER_CHANNELS[name] for name in layers)
+            raise ValueError(f"layers={layers!r}: choose among {sorted(PretextModel.map_channels())}.")
+        available = _channels_of(layers)
         if not 0 <= channels <= available:
             raise ValueError(f"channels={channels}: {layers} have {available}; keep between 1 and {available}, "
                              "or 0 for all.")
@@ -217,8 +220,7 @@ class PatchScorer(nn.Module):
     def fit_stacked(self, stacked: Iterable[Tensor]) -> PatchScorer:
         """Fit on batches of (b, C, h, w) `stack` features of normal images."""
         generator = torch.Generator().manual_seed(self.seed)
-        available = sum(_LAYER_CHANNELS[name] for name in self.layers)
-        keep = torch.randperm(available, generator=generator)[: self.channels].sort().values
+        keep = torch.randperm(_channels_of(self.layers), generator=generator)[: self.channels].sort().values
         batches = iter(stacked)
         first = next(batches)
         _set_buffers(self, keep=keep.to(first.device))
@@ -247,6 +249,11 @@ class PatchGaussian(PatchScorer):
     sit still look alike at each place) or one Gaussian for all locations (``shared=True``)."""
 
     options = (*PatchScorer.options, "shared")
+    #: Share of each covariance moved toward its mean variance times the identity: a fixed
+    #: shrinkage keeps every per-location covariance invertible with a few hundred training images.
+    SHRINKAGE = 0.01
+    #: Added to the covariance's diagonal, so that channels that never vary still leave it invertible.
+    RIDGE = 1e-6
 
     def __init__(self, *args, shared: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -263,11 +270,9 @@ class PatchGaussian(PatchScorer):
             outer = outer + f.transpose(1, 2) @ f
         mean = total / count  # (L or 1, D)
         cov = outer / count - mean[:, :, None] * mean[:, None, :]
-        # Shrink each covariance toward its mean variance; a fixed 1% of it plus a small ridge
-        # keeps every one invertible with a few hundred training images.
         mu = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
         eye = torch.eye(self.channels, dtype=cov.dtype, device=cov.device)
-        cov = 0.99 * cov + 0.01 * mu * eye + 1e-6 * eye
+        cov = (1 - self.SHRINKAGE) * cov + self.SHRINKAGE * mu * eye + self.RIDGE * eye
         _set_buffers(self, mean=mean.float(), precision=torch.linalg.inv(cov).float())
 
     def _score(self, features: Tensor) -> Tensor:

@@ -127,12 +127,10 @@ def validation_set(data: CategoryData, positions: Tensor, families: tuple[str, .
     object masks, Poisson patches from the next training image, Perlin fills from
     `foreign_sources`; drawn on the ``reference`` (the same category at another size) and replayed
     at ``data``'s size, so that every size gets the same defects."""
-    def masks_of(d: CategoryData) -> Tensor:
-        return d.object_masks[positions] if d.moves else d.object_masks
-
     others = data.train[(positions + 1) % len(data.train)]
-    return synthetic_defects(data.train[positions], positions, masks_of(data), others, foreign_sources(data),
-                             families, seed, drawn_on=None if reference is None else masks_of(reference))
+    return synthetic_defects(data.train[positions], positions, data.object_masks_at(positions), others,
+                             foreign_sources(data), families, seed,
+                             drawn_on=None if reference is None else reference.object_masks_at(positions))
 
 
 def select_and_fit(

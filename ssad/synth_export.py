@@ -76,7 +76,7 @@ def export_dataset(
         for start in range(0, count, batch_size):
             indices = torch.arange(start, min(start + batch_size, count), device=data.train.device)
             picked = indices % len(data.train)
-            masks = data.object_masks[picked] if data.moves else data.object_masks
+            masks = data.object_masks_at(picked)
             sources = None if data.source_images is None else data.source_images[indices % len(data.source_images)]
             result = synth(data.train[picked], masks, sources, SampleStreams(seed, indices))
             lines += _write_batch(staging, indices, result, seed)

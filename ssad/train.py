@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ssad.data import BatchSampler, CategoryData
 from ssad.graphs import CudaGraphed
 from ssad.model import PretextModel, create_model, normalise
 from ssad.synth import DefectSynthesizer, SynthOutput
+from ssad.synth.object_mask import masks_at
 
 __all__ = [
     "TrainResult", "train", "pretext_batch", "optimisation_step", "augment_normals", "pretext_accuracy",
@@ -40,8 +42,16 @@ __all__ = [
 ]
 
 
+#: Rank r of a run seeded s draws from the stream seeded ``s * _SEEDS_PER_RUN + r``: every rank of
+#: every run gets a stream of its own while runs have fewer ranks than this.
+_SEEDS_PER_RUN = 1000
+
+
 @dataclass
 class TrainResult:
+    """What `train` returns: the trained model, the initialisation used ("imagenet", "scratch",
+    "file:<path>"), the steps done and the last log line (empty when no step was logged)."""
+
     model: PretextModel
     init_used: str
     steps: int
@@ -49,6 +59,7 @@ class TrainResult:
 
 
 def checkpoint_path(run_dir: Path) -> Path:
+    """Where `train` keeps a run folder's checkpoint."""
     return Path(run_dir) / "checkpoint.pt"
 
 
@@ -111,38 +122,99 @@ def train(
         raise ValueError(f"train.batch_size={cfg.batch_size} must divide evenly among {world} processes.")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    state = _initial_state(config, data, rank, world, resume)
+    make_batch = _batch_maker(config, data, state.generator)
+    if resume:
+        _restore(state, checkpoint_path(run_dir), config, device, rank)
+    net = _network(state.model, cfg, device, world)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.uses_amp(device))
+    memory_format = _memory_format(cfg)
 
+    log: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="pretext", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    rate = _Rate()
+    try:
+        net.train()
+        state.model.backbone.requires_grad_(state.step >= cfg.freeze_backbone_steps)  # stage one: the head alone
+        while state.step < cfg.steps:
+            if state.step == cfg.freeze_backbone_steps > 0:
+                state.model.backbone.requires_grad_(True)  # stage two: the whole network
+            idx = next(state.sampler)
+            batch = make_batch(data.train[idx], data.object_masks_at(idx), data.source_images)
+            loss, logits = optimisation_step(net, state.optimizer, batch.images, batch.labels, autocast, memory_format)
+            state.schedule.step()
+            state.step += 1
+            rate.add(len(idx) * world)
+            bar.update(1)
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                log = _log_step(state, loss, logits, batch.labels, rate, bar, run_dir if rank == 0 else None)
+                if on_step is not None:
+                    on_step(state.step, log)
+            if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                _save(state, checkpoint_path(run_dir), config, rank, world)
+        _save(state, checkpoint_path(run_dir), config, rank, world)
+    except KeyboardInterrupt:  # saved, so that --resume continues from the last finished step
+        _save(state, checkpoint_path(run_dir), config, rank, world)
+        raise
+    finally:
+        bar.close()
+    return TrainResult(model=state.model, init_used=state.init_used, steps=state.step, last_log=log)
+
+
+@dataclass
+class _TrainState:
+    """What training carries from step to step, and what a checkpoint holds: the model (on the
+    device), its optimizer and learning-rate schedule, this rank's generator and batch sampler,
+    the steps done and the initialisation used."""
+
+    model: PretextModel
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    sampler: BatchSampler
+    step: int
+    init_used: str
+
+
+def _initial_state(config: RunConfig, data: CategoryData, rank: int, world: int, resume: bool) -> _TrainState:
+    """The seeded initial model (``scratch`` when resuming: the checkpoint's weights replace it),
+    SGD with a cosine schedule over ``train.steps``, and this rank's stream and sampler."""
+    cfg, device = config.train, data.train.device
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        # Resuming loads the checkpoint's weights: no need to fetch the initial ones.
         model, init_used = create_model("scratch" if resume else cfg.init, num_classes=config.synth.num_classes)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    model = model.to(device, memory_format=_memory_format(cfg))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
     # Each rank draws its own batches and defects: one stream per rank.
-    generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)
+    generator = torch.Generator(device).manual_seed(cfg.seed * _SEEDS_PER_RUN + rank)
     sampler = BatchSampler(len(data.train), cfg.batch_size // world, generator)
+    return _TrainState(model, optimizer, schedule, generator, sampler, 0, init_used)
+
+
+def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def _batch_maker(
+    config: RunConfig, data: CategoryData, generator: torch.Generator
+) -> Callable[[Tensor, Tensor, Tensor | None], SynthOutput]:
+    """`pretext_batch` with this run's synthesizer, settings and ``generator``: (normal images,
+    their object masks, texture sources) -> pretext batch; replayed from a CUDA graph with
+    ``train.cuda_graph`` on CUDA (a batch is used up by its step: no copies)."""
+    cfg = config.train
     # Augmented images are floats in [0, 1] by construction: skip the range check and its read-back.
     synth = DefectSynthesizer(replace(config.synth, check_values=False))
-    rotate = cfg.rotates(data.moves)
+    make_batch = partial(pretext_batch, synth=synth, cfg=cfg, generator=generator, rotate=cfg.rotates(data.moves))
+    if cfg.cuda_graph and data.train.device.type == "cuda":
+        return CudaGraphed(make_batch, generator=generator, clone=False)
+    return make_batch
 
-    def make_batch(normal: Tensor, object_masks: Tensor, sources: Tensor | None) -> SynthOutput:
-        return pretext_batch(normal, object_masks, sources, synth, cfg, generator, rotate)
 
-    if cfg.cuda_graph and device.type == "cuda":  # a batch is used up by its step: no copies
-        make_batch = CudaGraphed(make_batch, generator=generator, clone=False)
-
-    step = 0
-    if resume:
-        state = load_checkpoint(checkpoint_path(run_dir), config, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generators"][rank])
-        sampler.load_state_dict(state["samplers"][rank])
-        step, init_used = state["step"], state["init_used"]
-
+def _network(model: PretextModel, cfg: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    """What the step calls: ``model``, under DistributedDataParallel with several processes,
+    compiled with ``train.compile``."""
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -152,68 +224,75 @@ def train(
         )
     if cfg.compile:
         net = torch.compile(net)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.uses_amp(device))
+    return net
 
-    def save() -> None:
-        streams = _gather_from_ranks({"generator": generator.get_state(), "sampler": sampler.state_dict()}, world)
-        if rank == 0:
-            save_checkpoint(
-                checkpoint_path(run_dir),
-                config,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                schedule=schedule.state_dict(),
-                generators=[s["generator"] for s in streams],
-                samplers=[s["sampler"] for s in streams],
-                step=step,
-                init_used=init_used,
-            )
 
-    log: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=step, desc="pretext", disable=not progress or rank != 0, dynamic_ncols=True)
-    images_seen, clock = 0, time.perf_counter()
-    try:
-        net.train()
-        model.backbone.requires_grad_(step >= cfg.freeze_backbone_steps)  # the seed's stage one
-        while step < cfg.steps:
-            if step == cfg.freeze_backbone_steps > 0:
-                model.backbone.requires_grad_(True)  # stage two: the whole network
+class _Rate:
+    """Images per second since the last reading."""
 
-            idx = next(sampler)
-            masks = data.object_masks[idx] if data.moves else data.object_masks
-            out = make_batch(data.train[idx], masks, data.source_images)
-            loss, logits = optimisation_step(net, optimizer, out.images, out.labels, autocast, memory_format)
-            schedule.step()
-            step += 1
-            images_seen += len(idx) * world
-            bar.update(1)
+    def __init__(self) -> None:
+        self.images, self.clock = 0, time.perf_counter()
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                seconds = time.perf_counter() - clock
-                log = {
-                    "step": step,
-                    "loss": loss.item(),
-                    "accuracy": (logits.argmax(1) == out.labels).float().mean().item(),
-                    "lr": schedule.get_last_lr()[0],
-                    "images_per_s": images_seen / max(seconds, 1e-9),
-                }
-                images_seen, clock = 0, time.perf_counter()
-                bar.set_postfix(loss=f"{log['loss']:.3f}", acc=f"{log['accuracy']:.2f}",
-                                ips=f"{log['images_per_s']:.0f}")
-                if rank == 0:
-                    with open(run_dir / "train_log.jsonl", "a") as f:
-                        f.write(json.dumps(log) + "\n")
-                if on_step is not None:
-                    on_step(step, log)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save()
-        save()
-    except KeyboardInterrupt:
-        save()  # so that --resume continues from the last finished step
-        raise
-    finally:
-        bar.close()
-    return TrainResult(model=model, init_used=init_used, steps=step, last_log=log)
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def read(self) -> float:
+        """The rate since the last reading, which starts a new count."""
+        seconds = time.perf_counter() - self.clock
+        rate = self.images / max(seconds, _MIN_SECONDS)
+        self.images, self.clock = 0, time.perf_counter()
+        return rate
+
+
+#: A floor on the seconds a rate divides by: a reading right after the last one must not divide by 0.
+_MIN_SECONDS = 1e-9
+
+
+def _log_step(state: _TrainState, loss: Tensor, logits: Tensor, labels: Tensor, rate: _Rate, bar: tqdm,
+              run_dir: Path | None) -> dict[str, float]:
+    """The step's log line (the one read-back of a step): loss, batch accuracy, learning rate and
+    images/s; shown on ``bar`` and appended to ``run_dir/train_log.jsonl`` (not where None)."""
+    log = {
+        "step": state.step,
+        "loss": loss.item(),
+        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "lr": state.schedule.get_last_lr()[0],
+        "images_per_s": rate.read(),
+    }
+    bar.set_postfix(loss=f"{log['loss']:.3f}", acc=f"{log['accuracy']:.2f}", ips=f"{log['images_per_s']:.0f}")
+    if run_dir is not None:
+        with open(run_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(log) + "\n")
+    return log
+
+
+def _save(state: _TrainState, path: Path, config: RunConfig, rank: int, world: int) -> None:
+    """Checkpoint ``state`` to ``path`` (rank 0 writes; every rank sends its stream and sampler)."""
+    streams = _gather_from_ranks({"generator": state.generator.get_state(), "sampler": state.sampler.state_dict()},
+                                 world)
+    if rank == 0:
+        save_checkpoint(
+            path,
+            config,
+            model=state.model.state_dict(),
+            optimizer=state.optimizer.state_dict(),
+            schedule=state.schedule.state_dict(),
+            generators=[s["generator"] for s in streams],
+            samplers=[s["sampler"] for s in streams],
+            step=state.step,
+            init_used=state.init_used,
+        )
+
+
+def _restore(state: _TrainState, path: Path, config: RunConfig, device: torch.device, rank: int) -> None:
+    """Load the checkpoint at ``path`` into ``state``: this rank's stream and sampler included."""
+    saved = load_checkpoint(path, config, device)
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.schedule.load_state_dict(saved["schedule"])
+    state.generator.set_state(saved["generators"][rank])
+    state.sampler.load_state_dict(saved["samplers"][rank])
+    state.step, state.init_used = saved["step"], saved["init_used"]
 
 
 def pretext_batch(
@@ -271,7 +350,7 @@ def pretext_accuracy(
     correct = 0
     for _ in range(batches):
         idx = torch.randint(len(images), (batch_size,), generator=generator, device=images.device)
-        masks = object_masks[idx] if len(object_masks) > 1 else object_masks
+        masks = masks_at(object_masks, idx)
         out = synth(images[idx], masks, _pick_sources(sources, batch_size, generator), generator)
         correct += int((model(normalise(out.images)).argmax(1) == out.labels).sum())
     return correct / (batches * batch_size)

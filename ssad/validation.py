@@ -41,6 +41,7 @@ from ssad.data import CategoryData, procedural_sources
 from ssad.data.sources import is_grayscale, to_grayscale
 from ssad.synth import SampleStreams, SynthConfig, apply, sample_params
 from ssad.synth.module import check_images
+from ssad.synth.object_mask import masks_at
 from ssad.synth.perlin import perlin_masks
 from ssad.synth.poisson import box_on_image, poisson_box
 
@@ -122,8 +123,7 @@ def synthetic_defects(
         chosen = (family == f).nonzero().flatten()  # building the set, not a hot path: a read-back is fine
         for part in chosen.split(_BATCH):
             fill = others[part] if name == "poisson" else sources[positions[part] % len(sources)]
-            where = object_masks[part] if len(object_masks) > 1 else object_masks
-            reference = drawn_on[part] if len(drawn_on) > 1 else drawn_on
+            where, reference = masks_at(object_masks, part), masks_at(drawn_on, part)
             check_images(images[part], config, where, fill)
             params = sample_params((len(part), *images.shape[1:2], *reference.shape[-2:]), config,
                                    device=images.device, object_masks=reference,

@@ -221,6 +221,18 @@ def test_kernels_compile_for_hopper(dtype):
             assert stores and all(int(access[3:-1]) >= 8 for access in stores), stores
 
 
+def test_plan_sizes_both_kernels_tiles_by_tile_pixels():
+    """``tile_pixels`` is the tile of the average kernel too (its rows span the compositing box),
+    and only the composite kernel takes ``num_warps``."""
+    from ssad.kernels import fused
+
+    images, _, params, config = Case(height=256, width=256, batch=2).inputs()
+    for tile_pixels in (512, fused.TILE_PIXELS):
+        _, _, launches = fused.plan(images, params, config, tile_pixels=tile_pixels, num_warps=2)
+        assert [launch.options["BLOCK_H"] * launch.options["BLOCK_W"] for launch in launches] == [tile_pixels] * 2
+        assert [launch.options["num_warps"] for launch in launches] == [fused.AVERAGE_NUM_WARPS, 2]
+
+
 def test_global_accesses_reads_widths():
     from ssad.kernels.codegen import global_accesses
 

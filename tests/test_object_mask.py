@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ssad.synth import DefectSynthesizer, SynthConfig, object_mask
+from ssad.synth.object_mask import masks_at
 
 SIZE = 128
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "object_mask.py"
@@ -155,6 +156,14 @@ def test_bench_meets_the_targets_on_every_demo_category(tmp_path):
 def test_bad_shape_is_refused():
     with pytest.raises(ValueError, match="B, C, H, W"):
         object_mask(torch.zeros(3, SIZE, SIZE))
+
+
+def test_masks_at_picks_each_images_mask_or_the_shared_one():
+    per_image = torch.rand(5, 1, 8, 8) > 0.5
+    index = torch.tensor([4, 0, 4])
+    assert torch.equal(masks_at(per_image, index), per_image[index])
+    shared = per_image[:1]
+    assert masks_at(shared, index) is shared  # the synthesizer broadcasts it
 
 
 def test_real_bottle_masks_cover_the_ground_truth_defects(mvtec_root):

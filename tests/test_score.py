@@ -112,6 +112,14 @@ def test_feature_maps_run_only_as_deep_as_asked():
         torch.testing.assert_close(shallow[name], every[name], rtol=0, atol=0)
 
 
+def test_map_channels_are_read_from_the_network():
+    """The channel counts the patch scorers validate and sample from are those of the maps."""
+    model = create_model("scratch")[0]
+    maps = model.feature_maps(torch.rand(1, 3, 64, 64))
+    assert model.map_channels() == {name: m.shape[1] for name, m in maps.items()}
+    assert PatchGaussian(layers=("layer2", "layer1")).channels == 192
+
+
 def test_patch_scorer_factory_and_arguments_are_checked():
     assert isinstance(create_patch_scorer("shared"), PatchGaussian) and create_patch_scorer("shared").shared
     assert isinstance(create_patch_scorer("knn", memory=5), PatchKNN)

@@ -24,6 +24,7 @@ from ssad.data.sources import (
     source_files,
     to_grayscale,
 )
+from ssad.synth.object_mask import masks_at
 
 __all__ = ["CategoryData", "load_category"]
 
@@ -89,6 +90,11 @@ class CategoryData:
     def device(self) -> torch.device:
         """The device that holds every tensor."""
         return self.train.device
+
+    def object_masks_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The object masks of the training images at ``index`` (B,) int64, for the synthesizer:
+        (B, 1, S, S) bool for a moving object, else the shared (1, 1, S, S) mask (`masks_at`)."""
+        return masks_at(self.object_masks, index)
 
 
 def load_category(

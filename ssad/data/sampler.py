@@ -3,7 +3,7 @@
     sampler = BatchSampler(len(data.train), 96, torch.Generator(data.device).manual_seed(0))
     for step, idx in zip(range(steps), sampler):
         images = data.train[idx]              # (96, 3, S, S) uint8, gathered on the device
-        masks = data.object_masks[idx] if data.moves else data.object_masks
+        masks = data.object_masks_at(idx)     # (96 or 1, 1, S, S) bool
 """
 
 from __future__ import annotations

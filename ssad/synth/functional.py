@@ -155,6 +155,16 @@ def _other_families(
     return out, masks
 
 
+#: Poisson boxes of more pixels than this are blended a slice of the batch at a time
+#: (`ssad.synth.slices`); smaller ones (those of 128 and 256-px images at the default sizes) go in
+#: one piece, where the slices' extra dispatch outweighs what they save.
+_SLICED_BOX_PIXELS = 10_000
+#: Images of more pixels than this get the float copy of their sources (what the patches are
+#: sampled from) made a slice at a time, even where the boxes go in one piece: a whole copy is
+#: large enough that glibc's default allocator serves it with fresh pages on every call.
+_SLICED_SOURCE_PIXELS = 128 * 128
+
+
 def _poisson_into(
     images: Tensor, params: dict[str, Tensor], config: SynthConfig, sources: Tensor, chosen: Tensor
 ) -> Tensor:
@@ -169,18 +179,10 @@ def _poisson_into(
     boxes = flat.gather(2, where).reshape(batch, channels, short, long)
     blended = torch.empty_like(boxes)
     changed = torch.empty(batch, 1, short, long, dtype=torch.bool, device=images.device)
-    # Slices pay where boxes are large (at batch 64: 880 against 620 images/s with 19,470-pixel
-    # boxes); smaller boxes go faster in one piece (12.2 against 15.6 ms per call with 2,337
-    # pixels, 29.7 against 32.0 ms with 8,769: the boxes of 128 and 256-px images), where the
-    # slices' extra dispatch outweighs what they save. Decided by the box size alone, so the
-    # operations do not depend on the batch size.
-    slices = SLICES if short * long > 10_000 else 1
-    # The patches are sampled from a float copy of the sources. Above 128 x 128 pixels it is made a
-    # slice of the batch at a time even where the boxes go in one piece: at 256 px and batch 64 the
-    # whole copy is 50 MB, which glibc's default allocator serves with fresh pages on every call
-    # (1.5 times faster sliced, 1.05 times with freed memory kept); at 128 px one copy is as fast
-    # with freed memory kept and faster under the default allocator in a fresh process.
-    source_slices = SLICES if slices == 1 and height * width > 128 * 128 else 1
+    # Decided by the box and image sizes alone, so the operations do not depend on the batch size.
+    # Time a change of either threshold with bench/families.py --families poisson (both allocators).
+    slices = SLICES if short * long > _SLICED_BOX_PIXELS else 1
+    source_slices = SLICES if slices == 1 and height * width > _SLICED_SOURCE_PIXELS else 1
     for part in batch_slices(boxes, sources, grid, rows, cols, blended, changed, slices=slices):
         _poisson_boxes(*part, source_slices=source_slices)
     flat.scatter_(2, where, blended.reshape(batch, channels, -1))
@@ -225,7 +227,7 @@ def _poisson_geometry(
     # grid_sample's (x, y) is (column term, row term) for a wide sample and (row, column) for a
     # tall one: each term goes to its slot by a multiplication with 0 or 1 (exact), and each of x
     # and y is one broadcast sum written straight into the grid (a 4-d broadcast over both slots
-    # at once took 3 times as long: 0.82 against 0.24 ms for a 128-px batch of 64).
+    # at once is several times slower).
     turned = tall.float()[:, None]
     grid = torch.empty(*pixels.shape, 2, device=pixels.device)
     for slot, (row_weight, col_weight) in enumerate(((turned, 1 - turned), (1 - turned, turned))):

@@ -13,7 +13,7 @@ from .params import sample_params
 from .raster import compositing_box
 from .streams import SampleStreams
 
-__all__ = ["DefectSynthesizer", "SynthOutput", "check_images"]
+__all__ = ["DefectSynthesizer", "SynthOutput", "check_images", "check_image_batch", "check_source_images"]
 
 
 class SynthOutput(NamedTuple):
@@ -102,37 +102,56 @@ def check_images(
     """Raise ValueError (TypeError for what is not a tensor) naming what is wrong with the
     synthesizer's inputs. Shape checks read no data; the [0, 1] check of float values is an
     asynchronous assertion on CUDA (no read-back) and is skipped with ``check_values=False``."""
+    check_image_batch(images)
+    compositing_box(config, *images.shape[2:])  # raises when the images are too small
+    if images.is_floating_point() and config.check_values:
+        _assert_unit_range(images)
+    if object_masks is not None:
+        _check_object_masks(object_masks, images)
+    check_source_images(source_images, images)
+
+
+def check_image_batch(images: Tensor) -> None:
+    """Raise ValueError (TypeError where it is no tensor) unless ``images`` is a non-empty
+    (B, C, H, W) batch, C in {1, 3}, of uint8 or float; reads the shape and dtype alone."""
     _check_is_tensor("images", images, "(B, C, H, W) uint8 or float in [0, 1]")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W); got {images.dim()} dimensions {tuple(images.shape)}.")
-    batch, channels, height, width = images.shape
+    batch, channels = images.shape[:2]
     if batch == 0:
         raise ValueError("images is an empty batch (B = 0); pass at least one image.")
     if channels not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels (dim 1); got C = {channels} in {tuple(images.shape)}.")
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"images must be uint8 or float in [0, 1]; got {images.dtype}.")
-    compositing_box(config, height, width)  # raises when the images are too small
-    if images.is_floating_point() and config.check_values:
-        _assert_unit_range(images)
-    if object_masks is not None:
-        _check_is_tensor("object_masks", object_masks, "(B or 1, 1, H, W) bool, e.g. ssad.synth.object_mask(images)")
-        if object_masks.dim() != 4 or object_masks.shape[1] != 1 or object_masks.shape[0] not in (1, batch) \
-                or object_masks.shape[2:] != images.shape[2:]:
-            raise ValueError(
-                f"object_masks must be ({batch} or 1, 1, {height}, {width}) to match images; "
-                f"got {tuple(object_masks.shape)}."
-            )
-        if object_masks.dtype != torch.bool:
-            raise ValueError(f"object_masks must be bool; got {object_masks.dtype} (use `mask > 0`).")
-        if object_masks.device != images.device:
-            raise ValueError(f"object_masks are on {object_masks.device} but images on {images.device}.")
-    if source_images is not None:
-        _check_is_tensor("source_images", source_images, "a tensor like images")
-        if source_images.shape != images.shape or source_images.dtype != images.dtype:
-            raise ValueError(
-                f"source_images must match images: {tuple(images.shape)} {images.dtype}; "
-                f"got {tuple(source_images.shape)} {source_images.dtype}."
-            )
-        if source_images.device != images.device:
-            raise ValueError(f"source_images are on {source_images.device} but images on {images.device}.")
+
+
+def _check_object_masks(object_masks: Tensor, images: Tensor) -> None:
+    """Raise unless ``object_masks`` is (B or 1, 1, H, W) bool for ``images`` (B, C, H, W), on their device."""
+    _check_is_tensor("object_masks", object_masks, "(B or 1, 1, H, W) bool, e.g. ssad.synth.object_mask(images)")
+    batch, _, height, width = images.shape
+    if object_masks.dim() != 4 or object_masks.shape[1] != 1 or object_masks.shape[0] not in (1, batch) \
+            or object_masks.shape[2:] != images.shape[2:]:
+        raise ValueError(
+            f"object_masks must be ({batch} or 1, 1, {height}, {width}) to match images; "
+            f"got {tuple(object_masks.shape)}."
+        )
+    if object_masks.dtype != torch.bool:
+        raise ValueError(f"object_masks must be bool; got {object_masks.dtype} (use `mask > 0`).")
+    if object_masks.device != images.device:
+        raise ValueError(f"object_masks are on {object_masks.device} but images on {images.device}.")
+
+
+def check_source_images(source_images: Tensor | None, images: Tensor) -> None:
+    """Raise ValueError (TypeError where it is no tensor) unless ``source_images`` is None or
+    matches ``images`` in shape, dtype and device."""
+    if source_images is None:
+        return
+    _check_is_tensor("source_images", source_images, "a tensor like images")
+    if source_images.shape != images.shape or source_images.dtype != images.dtype:
+        raise ValueError(
+            f"source_images must match images: {tuple(images.shape)} {images.dtype}; "
+            f"got {tuple(source_images.shape)} {source_images.dtype}."
+        )
+    if source_images.device != images.device:
+        raise ValueError(f"source_images are on {source_images.device} but images on {images.device}.")

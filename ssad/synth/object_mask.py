@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["object_mask", "CUES"]
+__all__ = ["object_mask", "masks_at", "CUES"]
 
 _BINS = 256
 #: What sets an object apart from its backdrop: its colour, and its texture (local gradient energy).
@@ -47,7 +47,8 @@ def object_mask(
     Args:
         images: (B, C, H, W) uint8, or float in [0, 1].
         cues: "colour", "texture" or both (the default); ``("colour",)`` with ``regrow=0``,
-            ``border_quantile=None`` is the colour-only estimate ssad used before.
+            ``border_quantile=None`` is a colour-only estimate (`bench/object_mask.py` compares
+            the two on real defects).
         border: width of the border that shows the backdrop.
         border_quantile: a cue's threshold is at least this quantile of its values on the border
             (None: Otsu's threshold alone).
@@ -94,6 +95,13 @@ def object_mask(
     info["fallback"] = ~fg.flatten(1).any(dim=1)
     masks = fg | info["fallback"][:, None, None, None]
     return (masks, info) if return_info else masks
+
+
+def masks_at(object_masks: Tensor, index: Tensor) -> Tensor:
+    """The object masks of the images at ``index`` (B,) int64: rows of ``object_masks`` where it
+    holds one mask per image (N, 1, H, W), else the one mask all images share (1, 1, H, W), as it
+    is: the synthesizer takes (B or 1, 1, H, W) bool."""
+    return object_masks[index] if len(object_masks) > 1 else object_masks
 
 
 def _threshold(cue: Tensor, thickness: int, border_quantile: float | None) -> Tensor:

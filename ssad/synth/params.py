@@ -8,11 +8,15 @@ pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``. Vertices go clo
 No Python loop over samples, no host-device sync, no data-dependent shape: the same operations are
 dispatched for a batch of 4 and of 4096. Both shapes are built for every sample and the label
 selects one, which costs a few small ``(B, 8, 2)`` tensors.
+
+The draws come in a fixed order (labels, shapes, centres, colour jitter, fill; then the other
+families), so that a seed gives the same parameters whatever else changes: new draws go last.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -64,85 +68,186 @@ def sample_params(
     batch, channels, height, width = (int(s) for s in shape)
     if batch < 1:
         raise ValueError(f"empty batch (B = {batch}): pass at least one image.")
-    device = torch.device(device)
+    draws = _Draws(generator, batch, torch.device(device))
+    labels = draws.choose(config.class_probs)
+    defects, mask_fallback = _draw_defects(draws, labels, config, height, width, object_masks)
+    params = {
+        "labels": labels,
+        "brightness": draws.uniform(1 - config.brightness, 1 + config.brightness),
+        "contrast": draws.uniform(1 - config.contrast, 1 + config.contrast),
+        "hue": draws.uniform(-config.hue, config.hue),
+        **defects,
+        "fill_mode": draws.choose(config.fill_probs),
+        "flat_colour": draws.raw(channels),
+        "mask_fallback": mask_fallback,
+    }
+    if config.family_probs[0] < 1:  # drawn last, so the cut-paste draws match runs without families
+        params.update(_draw_families(draws, params, config, height, width, object_masks))
+    return params
 
-    def uniform(low: float, high: float) -> Tensor:
-        return low + (high - low) * draw_uniform(generator, batch, device=device)
 
-    def choose(probs: tuple[float, ...]) -> Tensor:
+class _Draws:
+    """The random numbers of one `sample_params` call: (B, ...) float32 on ``device``, drawn in call
+    order from ``generator`` (a ``torch.Generator``, torch's global one when None, or `SampleStreams`)."""
+
+    def __init__(self, generator: torch.Generator | SampleStreams | None, batch: int, device: torch.device) -> None:
+        self.generator, self.batch, self.device = generator, batch, device
+
+    def raw(self, *shape: int) -> Tensor:
+        """(B, *shape) uniform in [0, 1)."""
+        return draw_uniform(self.generator, self.batch, *shape, device=self.device)
+
+    def uniform(self, low: float, high: float) -> Tensor:
+        """(B,) uniform in [low, high)."""
+        return low + (high - low) * self.raw()
+
+    def whole(self, low: int, high: int, *shape: int) -> Tensor:
+        """(B, *shape) whole numbers in [low, high], equally likely (as floats)."""
+        return low + (self.raw(*shape) * (high - low + 1)).floor()
+
+    def choose(self, probs: tuple[float, ...]) -> Tensor:
         """(B,) int64 index drawn with the given probabilities (inverse CDF, Python-scalar cuts)."""
-        u = draw_uniform(generator, batch, device=device)
-        index = torch.zeros(batch, dtype=torch.int64, device=device)
+        u = self.raw()
+        index = torch.zeros(self.batch, dtype=torch.int64, device=self.device)
         for cut in _cumulative(probs)[:-1]:
             index += u >= cut
         return index
 
-    labels = choose(config.class_probs)
-    is_polygon, is_scar = labels == 1, labels == 2
+    def log_uniform(self, intervals: tuple[Interval, ...]) -> Tensor:
+        """(B,) values: an interval picked with equal probability, then log-uniform inside it."""
+        pick = self.raw() * len(intervals)
+        u = self.raw()
+        value = torch.zeros(self.batch, device=self.device)
+        for i, (low, high) in enumerate(intervals):
+            inside = math.log(low) + (math.log(high) - math.log(low)) * u
+            value = torch.where(pick.floor() == i, inside.exp(), value)
+        return value
 
-    # Both shapes for every sample; the label picks one.
+
+class _Polygons(NamedTuple):
+    """A big polygon for every sample: its rectangle's ``area`` (fraction of the image) and
+    ``aspect`` (width / height), (B,); its vertices around the centre, ``local`` (B, V, 2), and
+    how many are used, ``count`` (B,) int64."""
+
+    area: Tensor
+    aspect: Tensor
+    local: Tensor
+    count: Tensor
+
+
+class _Scars(NamedTuple):
+    """A scar for every sample: its rectangle's ``area`` and ``aspect`` and its rotation ``angle``
+    (degrees), (B,); its corners around the centre, ``local`` (rotated) and ``unrotated`` (B, V, 2)."""
+
+    area: Tensor
+    aspect: Tensor
+    angle: Tensor
+    local: Tensor
+    unrotated: Tensor
+
+
+def _draw_polygons(draws: _Draws, config: SynthConfig, image_area: float) -> _Polygons:
+    """A big polygon for every sample, on images of ``image_area`` pixels."""
+    area = draws.uniform(*config.polygon_area)
+    aspect = draws.log_uniform(config.polygon_aspect)
+    local, count = _polygon_vertices(draws, area * image_area, aspect, config)
+    return _Polygons(area, aspect, local, count)
+
+
+def _draw_scars(draws: _Draws, config: SynthConfig, image_area: float) -> _Scars:
+    """A scar for every sample, on images of ``image_area`` pixels."""
+    area = draws.uniform(*config.scar_area)
+    aspect = draws.log_uniform(config.scar_aspect)
+    angle = draws.uniform(*config.scar_angle)
+    corners = _rectangle_corners(*_rectangle_sides(area * image_area, aspect), config.max_vertices)
+    return _Scars(area, aspect, angle, _rotate(corners, angle), corners)
+
+
+def _draw_defects(
+    draws: _Draws, labels: Tensor, config: SynthConfig, height: int, width: int, object_masks: Tensor | None
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Each sample's defect as its label asks (a polygon, a scar, none) and where it goes: the
+    `sample_params` entries area_ratio, aspect_ratio, angle, centre, source, vertices and
+    num_vertices, and mask_fallback (B,) bool. Both shapes are drawn for every sample."""
     image_area = float(height * width)
-    poly_area = uniform(*config.polygon_area)
-    poly_aspect = _log_uniform_union(config.polygon_aspect, batch, generator, device)
-    poly_local, poly_count = _polygon_vertices(poly_area * image_area, poly_aspect, config, generator)
-
-    scar_area = uniform(*config.scar_area)
-    scar_aspect = _log_uniform_union(config.scar_aspect, batch, generator, device)
-    scar_angle = uniform(*config.scar_angle)
-    scar_w, scar_h = _rectangle_sides(scar_area * image_area, scar_aspect)
-    scar_local = _rotate(_rectangle_corners(scar_w, scar_h, config.max_vertices), scar_angle)
-
-    def pick(poly: Tensor, scar: Tensor) -> Tensor:
-        return torch.where(is_polygon, poly, torch.where(is_scar, scar, torch.zeros_like(poly)))
-
-    local = torch.where(is_polygon[:, None, None], poly_local, torch.where(is_scar[:, None, None], scar_local, 0.0))
-    num_vertices = torch.where(is_polygon, poly_count, torch.where(is_scar, 4, 0))
-
+    polygons, scars = _draw_polygons(draws, config, image_area), _draw_scars(draws, config, image_area)
+    is_polygon, is_scar = labels == 1, labels == 2
+    local = _by_label(is_polygon, is_scar, polygons.local, scars.local)
     # The region cut-paste copies has the defect's shape before rotation.
-    scar_source = _rectangle_corners(scar_w, scar_h, config.max_vertices)
-    source_local = torch.where(is_scar[:, None, None], scar_source, local)
-
-    centre, mask_fallback = _sample_centres(local, height, width, object_masks, generator)
+    source_local = torch.where(is_scar[:, None, None], scars.unrotated, local)
+    centre, mask_fallback = _sample_centres(draws, local, height, width, object_masks)
     # Source centres sit on pixel centres like the defect's, so cut-paste of an unrotated defect is
     # an exact integer shift.
-    source, _ = _sample_centres(source_local, height, width, None, generator)
-
-    params = {
-        "labels": labels,
-        "brightness": uniform(1 - config.brightness, 1 + config.brightness),
-        "contrast": uniform(1 - config.contrast, 1 + config.contrast),
-        "hue": uniform(-config.hue, config.hue),
-        "area_ratio": pick(poly_area, scar_area),
-        "aspect_ratio": pick(poly_aspect, scar_aspect),
-        "angle": torch.where(is_scar, scar_angle, 0.0),
+    source, _ = _sample_centres(draws, source_local, height, width, None)
+    defects = {
+        "area_ratio": _by_label(is_polygon, is_scar, polygons.area, scars.area),
+        "aspect_ratio": _by_label(is_polygon, is_scar, polygons.aspect, scars.aspect),
+        "angle": torch.where(is_scar, scars.angle, 0.0),
         "centre": centre,
         "source": source,
         "vertices": local + centre[:, None, :],
-        "num_vertices": num_vertices,
-        "fill_mode": choose(config.fill_probs),
-        "flat_colour": draw_uniform(generator, batch, channels, device=device),
-        "mask_fallback": mask_fallback,
+        "num_vertices": torch.where(is_polygon, polygons.count, torch.where(is_scar, 4, 0)),
     }
-    if config.family_probs[0] < 1:  # drawn last, so the cut-paste draws match runs without families
-        params.update(_family_params(params, config, height, width, object_masks, generator, choose, uniform))
-    return params
+    return defects, mask_fallback
 
 
-def _family_params(
-    params: dict[str, Tensor],
-    config: SynthConfig,
-    height: int,
-    width: int,
+def _by_label(is_polygon: Tensor, is_scar: Tensor, polygon: Tensor, scar: Tensor) -> Tensor:
+    """(B, ...) per sample the ``polygon`` value where ``is_polygon`` (B,) bool, the ``scar``
+    value where ``is_scar``, else 0."""
+    index = (slice(None),) + (None,) * (polygon.dim() - 1)
+    return torch.where(is_polygon[index], polygon, torch.where(is_scar[index], scar, 0.0))
+
+
+def _draw_perlin(
+    draws: _Draws, config: SynthConfig, height: int, width: int, object_masks: Tensor | None
+) -> dict[str, Tensor]:
+    """The Perlin family's entries of `sample_params`, its masks included."""
+    low, high = config.perlin_scale
+    side, grid = 2**high, config.perlin_tiles
+    exponent = draws.whole(low, high, 2)
+    perlin = {
+        "perlin_gradients": draws.raw(2, side, side) * (2 * math.pi),
+        "perlin_cells": (2 ** exponent.clamp_max(high)).long(),
+        "perlin_angle": draws.uniform(0.0, 360.0),
+        "perlin_threshold": draws.uniform(*config.perlin_threshold),
+        "perlin_combine": draws.choose(config.perlin_combine_probs),
+        "perlin_beta": draws.uniform(*config.perlin_beta),
+        "perlin_fill": draws.choose(config.perlin_fill_probs),
+        "perlin_tiles": draws.raw(grid * grid).argsort(dim=1),
+    }
+    perlin["perlin_mask"] = perlin_masks(perlin, height, width, config.perlin_min_area, object_masks)
+    return perlin
+
+
+def _draw_poisson(
+    draws: _Draws, config: SynthConfig, height: int, width: int, object_masks: Tensor | None
+) -> dict[str, Tensor]:
+    """The Poisson family's entries of `sample_params`: each patch's size, where it goes, where
+    its source lies and how much it is magnified."""
+    short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
+    side = draws.uniform(*config.poisson_size) * math.sqrt(height * width)
+    aspect = draws.log_uniform((config.poisson_aspect,))
+    scale = draws.log_uniform((config.poisson_scale,))
+    drawn = torch.stack((side * aspect.sqrt(), side / aspect.sqrt()), dim=-1)  # (B, 2) width, height
+    # A tall patch's box stands on its short side (`box_on_image`); the rectangle stays off
+    # the box's border, which the solve keeps fixed.
+    _, extent = box_on_image(drawn, short, long)
+    patch_size = drawn.clamp_min(2).minimum(extent - 2)
+    box = _rectangle_corners(extent[:, 0] - 1.0, extent[:, 1] - 1.0, 4)
+    centre, _ = _sample_centres(draws, box, height, width, object_masks)
+    patch_w, patch_h = patch_size.unbind(dim=-1)
+    source, _ = _sample_centres(draws, _rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None)
+    return {"poisson_size": patch_size, "poisson_centre": centre, "poisson_source": source, "poisson_scale": scale}
+
+
+def _draw_families(
+    draws: _Draws, params: dict[str, Tensor], config: SynthConfig, height: int, width: int,
     object_masks: Tensor | None,
-    generator: torch.Generator | SampleStreams | None,
-    choose,
-    uniform,
 ) -> dict[str, Tensor]:
     """Each big defect's family and the parameters of the Perlin and Poisson families (drawn for
     every sample, used by those of its family): see `sample_params`."""
     labels = params["labels"]
-    batch, device = labels.shape[0], labels.device
-    family = torch.where(labels == 1, choose(config.family_probs), 0)
+    family = torch.where(labels == 1, draws.choose(config.family_probs), 0)
     other = family > 0
     out: dict[str, Tensor] = {
         "family": family,
@@ -150,41 +255,10 @@ def _family_params(
     }
     if config.pretext == "families":
         out["labels"] = torch.where(family == 1, 3, torch.where(family == 2, 4, labels))
-
     if config.family_probs[1] > 0:
-        low, high = config.perlin_scale
-        side, grid = 2**high, config.perlin_tiles
-        exponent = low + (draw_uniform(generator, batch, 2, device=device) * (high - low + 1)).floor()
-        perlin = {
-            "perlin_gradients": draw_uniform(generator, batch, 2, side, side, device=device) * (2 * math.pi),
-            "perlin_cells": (2 ** exponent.clamp_max(high)).long(),
-            "perlin_angle": uniform(0.0, 360.0),
-            "perlin_threshold": uniform(*config.perlin_threshold),
-            "perlin_combine": choose(config.perlin_combine_probs),
-            "perlin_beta": uniform(*config.perlin_beta),
-            "perlin_fill": choose(config.perlin_fill_probs),
-            "perlin_tiles": draw_uniform(generator, batch, grid * grid, device=device).argsort(dim=1),
-        }
-        perlin["perlin_mask"] = perlin_masks(perlin, height, width, config.perlin_min_area, object_masks)
-        out.update(perlin)
-
+        out.update(_draw_perlin(draws, config, height, width, object_masks))
     if config.family_probs[2] > 0:
-        short, long = poisson_box(config.poisson_size, config.poisson_aspect, height, width)
-        side = uniform(*config.poisson_size) * math.sqrt(height * width)
-        aspect = _log_uniform_union((config.poisson_aspect,), batch, generator, device)
-        scale = _log_uniform_union((config.poisson_scale,), batch, generator, device)
-        drawn = torch.stack((side * aspect.sqrt(), side / aspect.sqrt()), dim=-1)  # (B, 2) width, height
-        # A tall patch's box stands on its short side (`box_on_image`); the rectangle stays off
-        # the box's border, which the solve keeps fixed.
-        _, extent = box_on_image(drawn, short, long)
-        patch_size = drawn.clamp_min(2).minimum(extent - 2)
-        box = _rectangle_corners(extent[:, 0] - 1.0, extent[:, 1] - 1.0, 4)
-        centre, _ = _sample_centres(box, height, width, object_masks, generator)
-        patch_w, patch_h = patch_size.unbind(dim=-1)
-        source, _ = _sample_centres(_rectangle_corners(patch_w / scale, patch_h / scale, 4), height, width, None,
-                                    generator)
-        out.update(poisson_size=patch_size, poisson_centre=centre,
-                   poisson_source=source, poisson_scale=scale)
+        out.update(_draw_poisson(draws, config, height, width, object_masks))
     return out
 
 
@@ -193,19 +267,6 @@ def _family_params(
 
 def _cumulative(probs: tuple[float, ...]) -> list[float]:
     return [sum(probs[: i + 1]) for i in range(len(probs))]
-
-
-def _log_uniform_union(
-    intervals: tuple[Interval, ...], batch: int, generator: torch.Generator | SampleStreams | None, device: torch.device
-) -> Tensor:
-    """(B,) values: an interval picked with equal probability, then log-uniform inside it."""
-    pick = draw_uniform(generator, batch, device=device) * len(intervals)
-    u = draw_uniform(generator, batch, device=device)
-    value = torch.zeros(batch, device=device)
-    for i, (low, high) in enumerate(intervals):
-        inside = math.log(low) + (math.log(high) - math.log(low)) * u
-        value = torch.where(pick.floor() == i, inside.exp(), value)
-    return value
 
 
 def _rectangle_sides(area: Tensor, aspect: Tensor) -> tuple[Tensor, Tensor]:
@@ -232,9 +293,7 @@ def _corner_signs(device: torch.device) -> tuple[Tensor, Tensor]:
     return sx, sy
 
 
-def _polygon_vertices(
-    area: Tensor, aspect: Tensor, config: SynthConfig, generator: torch.Generator | SampleStreams | None
-) -> tuple[Tensor, Tensor]:
+def _polygon_vertices(draws: _Draws, area: Tensor, aspect: Tensor, config: SynthConfig) -> tuple[Tensor, Tensor]:
     """Convex polygons with 1 or 2 points on each side of a centred rectangle.
 
     Points are drawn uniformly along each side and visited side by side, clockwise; points on
@@ -245,11 +304,11 @@ def _polygon_vertices(
     low, high = config.polygon_points_per_side
     w, h = _rectangle_sides(area, aspect)
 
-    count = low + (draw_uniform(generator, batch, 4, device=device) * (high - low + 1)).floor().long()
+    count = draws.whole(low, high, 4).long()
     slot = torch.arange(high, device=device)
     used = slot < count[..., None]  # (B, 4, high)
     # Unused slots get t = 2 so that sorting keeps the used points first, in order along the side.
-    t = draw_uniform(generator, batch, 4, high, device=device).masked_fill(~used, 2.0)
+    t = draws.raw(4, high).masked_fill(~used, 2.0)
     t = t.sort(dim=-1).values.clamp_max(1.0)
 
     # Side k runs from corner k to corner k + 1 (clockwise on screen).
@@ -281,11 +340,7 @@ def _rotate(points: Tensor, degrees: Tensor) -> Tensor:
 
 
 def _sample_centres(
-    local: Tensor,
-    height: int,
-    width: int,
-    object_masks: Tensor | None,
-    generator: torch.Generator | SampleStreams | None,
+    draws: _Draws, local: Tensor, height: int, width: int, object_masks: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """Pick, per sample, a pixel centre such that the shape ``local`` (B, V, 2) placed there stays
     inside the image, uniformly among the pixels of ``object_masks`` (B or 1, 1, H, W) bool, or
@@ -303,7 +358,7 @@ def _sample_centres(
     col_hi = (width - high[:, 0] - 0.5).floor().long()
     row_lo = (-low[:, 1] - 0.5).ceil().long()
     row_hi = (height - high[:, 1] - 0.5).floor().long()
-    u = draw_uniform(generator, batch, device=device)
+    u = draws.raw()
 
     if object_masks is None:
         # A fifth of the operations of the masked path (the source of every cut-paste comes
