@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from timing import Stopwatch
 
 from ssad.atomic import save_png, write_json
 from ssad.data import DEMO_CATEGORIES, CategoryData, load_category, make_demo_dataset
@@ -50,9 +50,9 @@ def masks_for_test_images(data: CategoryData, options: dict) -> torch.Tensor:
 
 def measure(data: CategoryData, options: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Coverage of the defect pixels and share of the image; also the masks and per-image coverage."""
-    start = time.perf_counter()
-    masks = masks_for_test_images(data, options)
-    seconds = time.perf_counter() - start
+    with Stopwatch(data.test.device) as watch:
+        masks = masks_for_test_images(data, options)
+    seconds = watch.seconds
     defective = data.test_labels.bool()
     truth = data.test_masks[defective]
     inside = (masks[defective] & truth).flatten(1).sum(1).double()

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from timing import Stopwatch
 
 from ssad.atomic import save_png, write_json
 from ssad.config import RunConfig, ScoreConfig, ValidationConfig
@@ -104,8 +104,14 @@ def agreement(validation: list[CandidateFigures], test: list[CandidateFigures]) 
 
 
 def compare(run: Path, data_root: Path, validation: ValidationConfig, progress: bool) -> dict:
+    """The whole grid on one run (`grid`), and the seconds it took."""
+    with Stopwatch() as watch:
+        result = grid(run, data_root, validation, progress)
+    return result | {"seconds": watch.seconds}
+
+
+def grid(run: Path, data_root: Path, validation: ValidationConfig, progress: bool) -> dict:
     """The whole grid on one run: validation (all families and each alone) and test figures."""
-    start = time.perf_counter()
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
     category, training_size = config.data.category, config.data.image_size
     model = PretextModel(config.synth.num_classes)
@@ -143,7 +149,6 @@ def compare(run: Path, data_root: Path, validation: ValidationConfig, progress: 
         "rows": rows,
         "agreement": agreement(validation_all, test_all),
         "agreement_by_family": {name: agreement(by_family[name], test_all) for name in validation.families},
-        "seconds": time.perf_counter() - start,
     }
 
 

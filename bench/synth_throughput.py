@@ -34,7 +34,7 @@ from PIL import Image
 from cpu_baseline import make_loader
 from ssad.atomic import write_json
 from ssad.cpu import retain_freed_memory
-from ssad.data.layout import IMAGE_EXTENSIONS
+from ssad.data.layout import find_images, no_images_error
 from ssad.synth import DefectSynthesizer, SynthConfig
 from timing import median_seconds
 
@@ -66,9 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_images(folder: Path, size: int, limit: int) -> torch.Tensor:
     """Decodes up to ``limit`` images under ``folder``, resized; returns (N,3,size,size) uint8."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+    paths = find_images(folder)[:limit]
     if not paths:
-        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}")
+        raise SystemExit(no_images_error(folder))
     arrays = [
         np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
         for p in paths

@@ -28,7 +28,7 @@ from ssad.atomic import atomic_write
 from ssad.cli import command_parser
 from ssad.data.decode import read_image
 from ssad.data.errors import BadDataError
-from ssad.data.layout import IMAGE_EXTENSIONS
+from ssad.data.layout import find_images
 from ssad.detector import THRESHOLDS, Detector, find_detector, load_detector
 from ssad.report import test_panels
 
@@ -60,7 +60,7 @@ def expand_paths(patterns: list[str]) -> tuple[list[Path], list[str]]:
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            matches = find_images(path)
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(pattern):

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ssad.atomic import save_png
 from ssad.cli import command_parser
-from ssad.data.layout import IMAGE_EXTENSIONS
+from ssad.data.layout import find_images, no_images_error
 from ssad.synth import DefectSynthesizer, SynthConfig, object_mask
 from ssad.synth.preview import render_grid
 
@@ -29,9 +29,9 @@ __all__ = ["build_parser", "main"]
 
 def _load_images(folder: Path, count: int, size: int, rng: np.random.Generator) -> Tensor:
     """(count, 3, size, size) uint8: images drawn from ``folder`` (with repeats when it holds fewer)."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and "_mask" not in p.stem)
+    paths = find_images(folder, masks=False)
     if not paths:
-        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}")
+        raise SystemExit(no_images_error(folder))
     chosen = [paths[i] for i in rng.choice(len(paths), size=count, replace=len(paths) < count)]
     arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in chosen]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

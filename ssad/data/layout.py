@@ -27,7 +27,9 @@ __all__ = [
     "GOOD",
     "IMAGE_EXTENSIONS",
     "CategoryFiles",
+    "find_images",
     "list_images",
+    "no_images_error",
     "resolve_data_root",
     "scan_category",
 ]
@@ -83,6 +85,20 @@ def list_images(folder: Path) -> list[Path]:
         p for p in folder.iterdir()
         if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
     )
+
+
+def find_images(folder: Path, masks: bool = True) -> list[Path]:
+    """Image files anywhere under `folder` (by extension), sorted by path; ground-truth masks
+    (``*_mask``) too unless `masks` is False."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and (masks or not p.stem.endswith("_mask"))
+    )
+
+
+def no_images_error(folder: Path) -> str:
+    """The message for a folder that holds no image: what was looked for, and where."""
+    return f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}"
 
 
 def scan_category(root: str | os.PathLike[str], category: str) -> CategoryFiles:
