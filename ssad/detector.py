@@ -136,7 +136,8 @@ class Detector(nn.Module):
         if self.density is not None:
             density = self.density.score(embedding.pooled)
         else:
-            density = torch.full((len(maps),), float("nan"), device=maps.device)
+            # full_like keeps the batch size symbolic: an exported detector takes any batch.
+            density = torch.full_like(maps[:, 0, 0, 0], float("nan"))
         return maps, torch.cat([map_statistics(maps), density[:, None].float()], dim=1)
 
     @torch.no_grad()

@@ -258,3 +258,24 @@ def test_a_fused_image_score_exports_with_its_standardisation(tmp_path):
     images = torch.rand(3, 3, 80, 72, generator=torch.Generator().manual_seed(1))
     for ours, theirs in zip(detector(images), exported(images)):
         torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("image_score", ["map_max", "fusion"])
+def test_exported_program_takes_any_batch_with_or_without_the_density(image_score, tmp_path):
+    """Without a density the statistics' density column is NaN: it must follow the batch, not the
+    example batch the program was exported with."""
+    from ssad.config import ScoreConfig
+    from ssad.detector import fit_detector
+    from ssad.export import export_program
+    from ssad.model import create_model
+
+    torch.manual_seed(0)
+    model, _ = create_model("scratch")
+    train = torch.randint(0, 256, (12, 3, 64, 64), dtype=torch.uint8)
+    detector = fit_detector(model, train, ScoreConfig(patch_scorer="knn", patch_memory=200,
+                                                      image_score=image_score), moves=True)
+    export_program(detector, tmp_path / "detector.pt2")
+    program = torch.export.load(tmp_path / "detector.pt2").module()
+    images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for theirs, ours in zip(program(images), detector(images)):
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
