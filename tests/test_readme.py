@@ -1,4 +1,4 @@
-"""The README's examples run as written."""
+"""The examples of the README and of docs/ run as written."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from pathlib import Path
 
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+#: Where the marked examples live: the README and the pages of docs/.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _example(name: str) -> str:
-    text = README.read_text()
-    match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example marked {name!r}"
-    return match.group(1)
+    """The code of the example marked ``<!-- example: name -->``, from whichever page holds it."""
+    for page in PAGES:
+        match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", page.read_text(), re.S)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no page of {[p.name for p in PAGES]} has an example marked {name!r}")
 
 
 def test_training_loop_example_runs():
