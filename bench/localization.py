@@ -22,10 +22,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
 from ssad.atomic import write_json
-from ssad.config import RunConfig, ScoreConfig
+from ssad.checkpoint import load_run_model
+from ssad.config import ScoreConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import scan_category
 from ssad.detector import scaled_sigma
@@ -74,11 +74,8 @@ def measure(model: PretextModel, data: CategoryData, name: str, scorer: str, cha
 def compare(run: Path, data_root: Path, channels: list[int], variants: bool, sizes: list[int]) -> dict:
     """Every variant on one run at its training size (the first of ``channels``), and the default
     scorer at each of ``sizes`` with each of ``channels``."""
-    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    config, model = load_run_model(run)
     category = config.data.category
-    model = PretextModel(config.synth.num_classes)
-    model.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
-    model.eval()
     rows = []
     if variants:
         data = load_category(data_root, category, image_size=config.data.image_size, progress=False)

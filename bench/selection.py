@@ -22,7 +22,6 @@ sets). JSON out, a Markdown table printed, and a scatter plot of validation agai
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,9 +30,10 @@ from PIL import Image, ImageDraw
 from timing import Stopwatch
 
 from ssad.atomic import save_png, write_json
-from ssad.config import RunConfig, ScoreConfig, ValidationConfig
+from ssad.checkpoint import load_run_model
+from ssad.config import ScoreConfig, ValidationConfig
 from ssad.data import CategoryData, load_category
-from ssad.detector import fit_scorers
+from ssad.detector import fit_scorers, score_coarse
 from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
@@ -42,6 +42,8 @@ from ssad.selection import CandidateFigures, choose, validate_sizes
 #: The hand-chosen setting configs/cpu.toml names as the alternative to validation: 320 px, map maximum.
 PRESET = (320, "map_max")
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
+#: Images whose full-size maps are drawn at once.
+BATCH = 32
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
@@ -66,9 +68,9 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 def test_figures(model: PretextModel, data: CategoryData, score: ScoreConfig, normal: torch.Tensor,
                  kinds: list[str]) -> list[CandidateFigures]:
     """Each image score's figures on the real test split at ``data``'s size (scorers fitted on all
-    training images; the fusion standardised on the held-out ``normal`` statistics)."""
+    training images; the fusion standardised on the held-out ``normal`` (N, 3) statistics)."""
     detector = fit_scorers(model, data.train, score, data.moves, "map_max", density=True)
-    maps, statistics = detector.score_stack(data.test)
+    maps, statistics = score_coarse(detector.anomaly_map, detector.coarse_scores(detector.embed(data.test)), BATCH)
     known = data.test_mask_known
     has_masks = bool((known & (data.test_labels == 1)).any())
     pixel = pixel_auroc(maps[known], data.test_masks[known]) if has_masks else float("nan")
@@ -112,11 +114,8 @@ def compare(run: Path, data_root: Path, validation: ValidationConfig, progress: 
 
 def grid(run: Path, data_root: Path, validation: ValidationConfig, progress: bool) -> dict:
     """The whole grid on one run: validation (all families and each alone) and test figures."""
-    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    config, model = load_run_model(run)
     category, training_size = config.data.category, config.data.image_size
-    model = PretextModel(config.synth.num_classes)
-    model.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
-    model.eval()
     kinds = list(IMAGE_SCORES)
     sizes = validation.candidate_sizes(training_size)
     data = {s: load_category(data_root, category, image_size=s, progress=False) for s in sizes}
@@ -127,8 +126,9 @@ def grid(run: Path, data_root: Path, validation: ValidationConfig, progress: boo
         size = scored.image_size
         figures = scored.figures(kinds)
         for f, name in enumerate(validation.families):
-            by_family[name] += scored.figures(kinds, scored.family == f)
-        tests = test_figures(model, data[size], config.score, scored.normal, kinds)
+            by_family[name] += scored.figures(kinds, rows=scored.family == f)
+        normal = score_coarse(scored.anomaly_map("memory"), scored.normal, BATCH)[1]
+        tests = test_figures(model, data[size], config.score, normal, kinds)
         validation_all += figures
         test_all += tests
         for v, t in zip(figures, tests):

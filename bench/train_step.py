@@ -5,7 +5,10 @@ Times, on one device and with ssad's own step functions (`ssad.train.pretext_bat
 
 - ``with_synthesis``: draw indices, gather, augment, synthesize, then the optimisation step;
 - ``presynthesized``: the same optimisation step fed a batch synthesized beforehand;
-- ``synthesis_only``: the data side alone.
+- ``synthesis_only``: the data side alone;
+- ``with_segmentation``: as ``with_synthesis``, with the segmentation head trained in the same
+  step on the defects' masks (``train.segmentation``); ``segmentation_step_ratio`` is its median
+  over ``with_synthesis``'s (target: at most 1.3 on the CPU at 128 px, batch 32).
 
 With ``--cuda-graph`` the data side is replayed from a CUDA graph (`ssad.graphs.CudaGraphed`)
 instead of launching its few hundred small kernels one by one.
@@ -13,6 +16,7 @@ instead of launching its few hundred small kernels one by one.
 and reports synthesis as a fraction of the step, as ratios of medians. JSON out:
 
     python bench/train_step.py --device cpu --out bench/results/train_step_cpu.json
+    python bench/train_step.py --device cpu --size 128 --batch 32 --out bench/results/train_step_cpu_128.json
     python bench/train_step.py --device cuda --out bench/results/train_step_cuda.json
 """
 
@@ -58,9 +62,14 @@ def main(argv: list[str] | None = None) -> dict:
     object_masks = torch.ones(1, 1, args.size, args.size, dtype=torch.bool, device=device)
     synth = DefectSynthesizer(SynthConfig(check_values=False))
 
-    model = create_model("scratch")[0].to(device, memory_format=torch.channels_last)
-    net = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    def model_and_optimizer(segmentation: bool):
+        model = create_model("scratch", segmentation=segmentation)[0].to(device, memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        return (torch.compile(model) if args.compile else model), optimizer
+
+    net, optimizer = model_and_optimizer(segmentation=False)
+    segmenting_net, segmenting_optimizer = model_and_optimizer(segmentation=True)
     bf16 = cfg.amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     fixed = pretext_batch(images[: args.batch], object_masks, None, synth, cfg, generator)
@@ -82,7 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
     def presynthesized():
         optimisation_step(net, optimizer, fixed.images, fixed.labels, autocast, torch.channels_last)
 
-    variants = {"with_synthesis": with_synthesis, "presynthesized": presynthesized, "synthesis_only": data_side}
+    def with_segmentation():
+        out = data_side()
+        optimisation_step(segmenting_net, segmenting_optimizer, out.images, out.labels, autocast,
+                          torch.channels_last, out.masks, cfg.segmentation_weight)
+
+    variants = {"with_synthesis": with_synthesis, "presynthesized": presynthesized, "synthesis_only": data_side,
+                "with_segmentation": with_segmentation}
     for fn in variants.values():
         for _ in range(args.warmup):
             fn()
@@ -101,12 +116,14 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_s": {name: args.batch / t for name, t in median.items()},
         "synthesis_fraction_of_step": median["synthesis_only"] / median["with_synthesis"],
         "step_overhead_ratio": median["with_synthesis"] / median["presynthesized"] - 1,
+        "segmentation_step_ratio": median["with_segmentation"] / median["with_synthesis"],
     }
     print(f"device {result['env']['device']}, batch {args.batch}, {args.size}x{args.size}")
     for name, t in median.items():
         print(f"  {name:16s} {t * 1000:9.1f} ms  ({args.batch / t:8.0f} images/s)")
     print(f"  synthesis = {result['synthesis_fraction_of_step']:.1%} of a step "
           f"(step with synthesis is {result['step_overhead_ratio']:+.1%} vs presynthesized)")
+    print(f"  a step with the segmentation head costs {result['segmentation_step_ratio']:.2f}x one without")
     if args.out:
         write_json(args.out, result)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ import torch
 
 from ssad.atomic import atomic_write
 from ssad.config import RunConfig
+from ssad.model import PretextModel
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_run_model"]
 
 #: Settings that may change between a run and its resumption without changing what it trained.
 _RESUMABLE = {("train", "log_every"), ("train", "checkpoint_every"), ("train", "compile"), ("train", "cuda_graph")}
@@ -48,6 +50,16 @@ def load_checkpoint(path: Path, config: RunConfig, device: torch.device | str = 
             "Resume with the same config, or start a new run folder."
         )
     return state
+
+
+def load_run_model(run: Path, device: torch.device | str = "cpu") -> tuple[RunConfig, PretextModel]:
+    """A run folder's settings (``config.json``) and its trained network (``checkpoint.pt``; with
+    the segmentation head where the run trained one), in eval mode on ``device``."""
+    run = Path(run)
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    model = PretextModel(config.synth.num_classes, segmentation=config.train.segmentation)
+    model.load_state_dict(load_checkpoint(run / "checkpoint.pt", config, device)["model"])
+    return config, model.to(device).eval()
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

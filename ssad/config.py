@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ssad.cpu import native_bf16
-from ssad.registry import DENSITIES, IMAGE_SCORES, PATCH_SCORERS
+from ssad.registry import DENSITIES, IMAGE_SCORES, MAP_SOURCES, PATCH_SCORERS
 from ssad.synth import SynthConfig
 from ssad.validation import VALIDATION_FAMILIES
 
@@ -63,6 +63,13 @@ class TrainConfig:
     #: Replay the data side of each step from a CUDA graph (`ssad.graphs.CudaGraphed`); same
     #: batches, one launch instead of a few hundred. CUDA only; ignored elsewhere.
     cuda_graph: bool = False
+    #: Train a segmentation head (`ssad.model.SegmentationHead`) on the synthetic defects' masks in
+    #: the same step; its loss (focal + Dice, `ssad.train.segmentation_loss`) is added to the
+    #: classifier's with ``segmentation_weight``. Gives the detector a second anomaly-map source.
+    segmentation: bool = False
+    #: 1: both losses start near 1 (cross-entropy of 3 classes about 1.1; Dice about 1 and focal
+    #: about 0.2 with untrained logits), so neither task swamps the other's gradient at the start.
+    segmentation_weight: float = 1.0
     checkpoint_every: int = 1000
     log_every: int = 50
     seed: int = 0
@@ -79,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"train.max_shift={self.max_shift}: a fraction of the image side in [0, 0.5).")
         if self.lr <= 0:
             raise ValueError(f"train.lr={self.lr}: must be > 0.")
+        if self.segmentation_weight <= 0:
+            raise ValueError(f"train.segmentation_weight={self.segmentation_weight}: must be > 0 "
+                             "(turn the head off with train.segmentation=false).")
         if self.rotate not in ("auto", "any", "none"):
             raise ValueError(f"train.rotate={self.rotate!r}: choose 'auto', 'any' or 'none'.")
 
@@ -106,6 +116,11 @@ class ScoreConfig:
     #: "density", "fusion"; "auto": the one the synthetic validation set ranks first
     #: (`ssad.selection`, among ``validation.image_scores``).
     image_score: str = "auto"
+    #: Where the anomaly map comes from (`ssad.anomaly_map`): "memory" (the patch scorer below),
+    #: "head" (the segmentation head of a network trained with ``train.segmentation``), "fusion"
+    #: (both, calibrated); "auto": the one the synthetic validation set ranks first among
+    #: ``validation.map_sources`` (the memory alone for a network without a head).
+    map_source: str = "auto"
     #: Anomaly maps: these layers' features on the first one's grid (layer2: 1/8 of the image
     #: side), all their channels (``patch_channels = 0``) or a random subset of that many, scored
     #: by ``patch_scorer`` and smoothed with ``sigma`` pixels at 256x256: "knn", the nearest-
@@ -133,6 +148,8 @@ class ScoreConfig:
             raise ValueError(f"score.density={self.density!r}: choose one of {DENSITIES.names}.")
         if self.image_score not in ("auto", *IMAGE_SCORES):
             raise ValueError(f"score.image_score={self.image_score!r}: choose 'auto' or one of {IMAGE_SCORES}.")
+        if self.map_source not in ("auto", *MAP_SOURCES):
+            raise ValueError(f"score.map_source={self.map_source!r}: choose 'auto' or one of {MAP_SOURCES}.")
         if self.knn_k < 1 or self.sigma < 0:
             raise ValueError("score.knn_k must be >= 1 and score.sigma >= 0.")
         if self.patch_scorer not in ("auto", *PATCH_SCORERS):
@@ -165,6 +182,9 @@ class ValidationConfig:
     sizes: tuple[int, ...] = (0, 256, 320)
     #: Image scores "auto" chooses among (`ssad.registry.IMAGE_SCORES`).
     image_scores: tuple[str, ...] = IMAGE_SCORES
+    #: Map sources "auto" chooses among (`ssad.registry.MAP_SOURCES`); those of the head only
+    #: where the network has one.
+    map_sources: tuple[str, ...] = MAP_SOURCES
     #: Normal training images are split into this many folds; each fold is scored by scorers
     #: fitted on the others (cross-fitting: every image is held out once). The same held-out
     #: scores set the "normal" thresholds and the fusion's standardisation.
@@ -186,6 +206,8 @@ class ValidationConfig:
             raise ValueError(f"validation.sizes={self.sizes!r}: sides of 64 pixels or more, or 0 (the training size).")
         if not self.image_scores or set(self.image_scores) - set(IMAGE_SCORES):
             raise ValueError(f"validation.image_scores={self.image_scores!r}: choose among {IMAGE_SCORES}.")
+        if not self.map_sources or set(self.map_sources) - set(MAP_SOURCES):
+            raise ValueError(f"validation.map_sources={self.map_sources!r}: choose among {MAP_SOURCES}.")
         if self.folds < 2:
             raise ValueError(f"validation.folds={self.folds}: must be >= 2 (each fold is scored by the others).")
         if self.images < 1:

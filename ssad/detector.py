@@ -6,9 +6,14 @@
     out.anomalous, out.defect_masks # (B,) bool and (B, 1, H, W) bool: the thresholds' decisions
 
 `python -m ssad.run` fits one (`ssad.selection.select_and_fit`, which also chooses its scoring
-size and image score on a synthetic validation set) and writes ``detector.pt`` into the run
-folder; `python -m ssad.predict` scores new images with it, `python -m ssad.export` traces it.
-`fit_detector` fits one with given settings.
+size, map source and image score on a synthetic validation set) and writes ``detector.pt`` into
+the run folder; `python -m ssad.predict` scores new images with it, `python -m ssad.export`
+traces it. `fit_detector` fits one with given settings.
+
+The anomaly map comes from the patch memory, the network's segmentation head (where it was
+trained with one), or their calibrated fusion (`ssad.anomaly_map`). Scoring keeps each source's
+scores on its own coarse grid (`CoarseScores`) until a map is drawn at full size: a whole training
+set's held-out scores fit in memory, and every map source and image score is computed from them.
 
 Thresholds: ``"f1"`` are the image and pixel thresholds at F1-max on the run's labelled test split;
 ``"normal"`` come from normal training images alone (``score.normal_quantile`` of their held-out
@@ -30,23 +35,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssad._version import __version__
+from ssad.anomaly_map import AnomalyMap
 from ssad.atomic import atomic_write
 from ssad.config import ScoreConfig, ValidationConfig
 from ssad.image_score import STATISTICS, ImageScore, map_statistics
-from ssad.model import PretextModel, normalise
+from ssad.model import MAP_LAYERS, PretextModel, normalise
 from ssad.registry import DENSITIES, PATCH_SCORERS
 from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density, create_patch_scorer, stack_features
 
 __all__ = [
-    "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded", "fit_scorers",
-    "fold_indices", "held_out_statistics", "set_normal_thresholds", "load_detector", "find_detector",
-    "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
+    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded",
+    "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
+    "load_detector",
+    "find_detector", "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
 ]
 
 #: Bumped whenever a saved detector's layout changes; `load_detector` reads this one and those of
-#: `_READABLE_FORMATS` (1: without the image-score module, its two scores needing no state).
-DETECTOR_FORMAT = 2
-_READABLE_FORMATS = (1, DETECTOR_FORMAT)
+#: `_READABLE_FORMATS` (1: without the image-score module, its two scores needing no state;
+#: 2: without the map source, always the memory's map).
+DETECTOR_FORMAT = 3
+_READABLE_FORMATS = (1, 2, DETECTOR_FORMAT)
 THRESHOLDS = ("f1", "normal")
 #: Images per forward pass when scoring a stack of images.
 _BATCH = 32
@@ -70,10 +78,83 @@ class Detection(NamedTuple):
     defect_masks: Tensor
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """What the network makes of a stack of images at one side, computed once for every fit and
+    score on them: ``features`` (N, C, h, w) float, all channels of the patch layers
+    (`ssad.score.stack_features`), or None where no memory needs them; ``pooled`` (N, 512) float,
+    or None where no density needs it; ``head`` (N, 1, S/4, S/4) float segmentation-head logits,
+    or None where no map uses them."""
+
+    features: Tensor | None
+    pooled: Tensor | None
+    head: Tensor | None
+    image_size: int
+
+    def __getitem__(self, index: Tensor) -> Embedding:
+        """The embedding of the images at ``index`` (N,) int64 or bool."""
+        return Embedding(*(None if t is None else t[index] for t in (self.features, self.pooled, self.head)),
+                         self.image_size)
+
+    def __len__(self) -> int:
+        return len(next(t for t in (self.features, self.pooled, self.head) if t is not None))
+
+
+@dataclass(frozen=True)
+class CoarseScores:
+    """Each part's scores of a stack of images, before a map is drawn at full size: ``memory``
+    (N, 1, h, w) float patch scores on the features' grid, ``head`` (N, 1, h', w') float head
+    logits, ``density`` (N,) float image densities; each None where not computed. A few
+    kilobytes per image, where a full-size map is hundreds."""
+
+    memory: Tensor | None
+    head: Tensor | None
+    density: Tensor | None
+    image_size: int
+
+    def __getitem__(self, index: Tensor | slice) -> CoarseScores:
+        return CoarseScores(*(None if t is None else t[index] for t in (self.memory, self.head, self.density)),
+                            self.image_size)
+
+    def __len__(self) -> int:
+        return len(next(t for t in (self.memory, self.head, self.density) if t is not None))
+
+    def batches(self, batch_size: int = _BATCH) -> list[CoarseScores]:
+        return [self[i : i + batch_size] for i in range(0, len(self), batch_size)]
+
+    @staticmethod
+    def gather(parts: list[tuple[Tensor, CoarseScores]]) -> CoarseScores:
+        """One stack from ``(rows, scores)`` parts whose (n_i,) int64 rows together cover
+        ``range(N)`` once: row r of the result is the part's score given for r."""
+        order = torch.cat([rows for rows, _ in parts]).argsort()
+        first = parts[0][1]
+        return CoarseScores(*(None if getattr(first, name) is None
+                              else torch.cat([getattr(c, name) for _, c in parts])[order]
+                              for name in ("memory", "head", "density")), first.image_size)
+
+
+def score_coarse(anomaly_map: AnomalyMap, coarse: CoarseScores, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Anomaly maps (N, 1, S, S) float and image statistics (N, 3) float (`STATISTICS`; the
+    density's column is NaN where there is none) of ``coarse`` scores, under ``anomaly_map``: in
+    one pass (traceable: what a detector's forward does), or ``batch_size`` images at a time."""
+    if batch_size is not None:
+        parts = [score_coarse(anomaly_map, part) for part in coarse.batches(batch_size)]
+        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
+    size = (coarse.image_size, coarse.image_size)
+    maps = anomaly_map(coarse.memory, coarse.head, size)
+    if coarse.density is not None:
+        density = coarse.density
+    else:
+        # full_like keeps the batch size symbolic: an exported detector takes any batch.
+        density = torch.full_like(maps[:, 0, 0, 0], float("nan"))
+    return maps, torch.cat([map_statistics(maps), density[:, None].float()], dim=1)
+
+
 class Detector(nn.Module):
-    """Scores images: the pretext network, the patch scorer on its feature maps, the image score
-    (`ssad.image_score.ImageScore`) and, where that needs it, the image density on the pooled
-    features, at ``image_size`` (chosen by the run's validation or given by ``score.image_size``).
+    """Scores images: the pretext network, the patch scorer on its feature maps (None where the
+    map comes from the head alone), the map source (`ssad.anomaly_map.AnomalyMap`), the image
+    score (`ssad.image_score.ImageScore`) and, where that needs it, the image density on the
+    pooled features, at ``image_size`` (chosen by the run's validation or given by the config).
 
     ``forward`` resizes any input to ``image_size`` (bilinear, antialiased), scores it, and brings
     the maps back to the input's size. Thresholds are buffers (``image_threshold_f1``, ...);
@@ -81,14 +162,21 @@ class Detector(nn.Module):
     images, else "normal").
     """
 
-    def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity | None, patches: PatchScorer,
-                 image_size: int, image_score: str | ImageScore = "map_max") -> None:
+    def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity | None,
+                 patches: PatchScorer | None, image_size: int, image_score: str | ImageScore = "map_max",
+                 anomaly_map: AnomalyMap | None = None) -> None:
         super().__init__()
         score = image_score if isinstance(image_score, ImageScore) else ImageScore(image_score)
         if score.needs_density and density is None:
             raise ValueError(f'image_score="{score.kind}" needs a fitted density.')
+        anomaly_map = anomaly_map if anomaly_map is not None else AnomalyMap("memory", _given(patches).sigma)
+        if anomaly_map.needs_memory and patches is None:
+            raise ValueError(f'the "{anomaly_map.kind}" map needs a fitted patch scorer.')
+        if anomaly_map.needs_head and model.segmentation is None:
+            raise ValueError(f'the "{anomaly_map.kind}" map needs a network with a segmentation head: train with '
+                             "train.segmentation=true, or use score.map_source=\"memory\".")
         self.model, self.density, self.patches, self.image_size = model, density, patches, image_size
-        self.image_score = score
+        self.image_score, self.anomaly_map = score, anomaly_map
         for kind in THRESHOLDS:
             for level in ("image", "pixel"):
                 self.register_buffer(f"{level}_threshold_{kind}", torch.tensor(float("inf")))
@@ -122,30 +210,40 @@ class Detector(nn.Module):
         pixel_threshold = getattr(self, f"pixel_threshold_{self.thresholds}")
         return Detection(scores, maps, scores >= image_threshold, maps >= pixel_threshold)
 
+    @property
+    def patch_layers(self) -> tuple[str, ...]:
+        """The layers the patch scorer reads (none without one)."""
+        return () if self.patches is None else self.patches.layers
+
+    def embed(self, images: Tensor, batch_size: int = _BATCH) -> Embedding:
+        """`embed` (N, 3, S, S) uint8 images as this detector needs them."""
+        return embed(self.model, images, self.patch_layers, self.density is not None, self.anomaly_map.needs_head,
+                     batch_size)
+
     def maps_and_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly maps (B, 1, S, S) float and image statistics (B, 3) float (`STATISTICS`; the
         density's column is NaN where no density is fitted) of (B, 3, S, S) float images in
         [0, 1] at the scoring size. The network runs only as deep as what is fitted needs."""
-        features, pooled = _embed_batch(self.model, normalise(x), self.patches.layers, self.density is not None)
-        return self.score_embedding(Embedding(features, pooled, x.shape[-1]))
+        embedding = _embed_batch(self.model, normalise(x), self.patch_layers, self.density is not None,
+                                 self.anomaly_map.needs_head, x.shape[-1])
+        return self.score_embedding(embedding)
+
+    def coarse_scores(self, embedding: Embedding) -> CoarseScores:
+        """Every part's `CoarseScores` of images already embedded at the scoring size: the
+        memory's where there is a patch scorer and the embedding has features, the head's where
+        the embedding has them, the density's where one is fitted."""
+        memory = None if self.patches is None or embedding.features is None \
+            else self.patches.grid_scores(embedding.features)
+        density = None if self.density is None else self.density.score(embedding.pooled)
+        return CoarseScores(memory, embedding.head, density, embedding.image_size)
 
     def score_embedding(self, embedding: Embedding) -> tuple[Tensor, Tensor]:
         """`maps_and_statistics` of images already embedded (`embed`, at the scoring size)."""
-        size = (embedding.image_size, embedding.image_size)
-        maps = self.patches.maps_of_stacked(embedding.features, size)
-        if self.density is not None:
-            density = self.density.score(embedding.pooled)
-        else:
-            # full_like keeps the batch size symbolic: an exported detector takes any batch.
-            density = torch.full_like(maps[:, 0, 0, 0], float("nan"))
-        return maps, torch.cat([map_statistics(maps), density[:, None].float()], dim=1)
+        return score_coarse(self.anomaly_map, self.coarse_scores(embedding))
 
-    @torch.no_grad()
-    def score_stack(self, images: Tensor, batch_size: int = _BATCH) -> tuple[Tensor, Tensor]:
-        """Maps (N, 1, S, S) and statistics (N, 3) of (N, 3, S, S) uint8 images at the scoring size, in batches."""
-        parts = [self.maps_and_statistics(images[i : i + batch_size].float() / 255)
-                 for i in range(0, len(images), batch_size)]
-        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
+    def statistics_of(self, coarse: CoarseScores) -> Tensor:
+        """(N, 3) float statistics of ``coarse`` scores under this detector's map, in batches."""
+        return score_coarse(self.anomaly_map, coarse, _BATCH)[1]
 
     def score_all(self, images: Tensor, batch_size: int = _BATCH) -> tuple[Tensor, Tensor]:
         """Image scores (N,) and maps (N, 1, S, S) of (N, C, S, S) images, in batches."""
@@ -154,16 +252,19 @@ class Detector(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """What `load_detector` rebuilds the modules from (the tensors are in the state dict)."""
-        patches = {name: getattr(self.patches, name) for name in self.patches.options}
+        patches = None if self.patches is None else \
+            [type(self.patches).__name__, {name: getattr(self.patches, name) for name in self.patches.options}]
         density = {"k": self.density.k} if isinstance(self.density, KNNDensity) else {}
         density = None if self.density is None else [type(self.density).__name__, density]
         return {
             "image_size": self.image_size,
             "image_score": self.image_score.kind,
+            "map_source": [self.anomaly_map.kind, self.anomaly_map.sigma],
             "num_classes": self.model.classifier.out_features,
+            "segmentation": self.model.segmentation is not None,
             "thresholds": self.thresholds,
             "density": density,
-            "patches": [type(self.patches).__name__, patches],
+            "patches": patches,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -173,60 +274,65 @@ class Detector(nn.Module):
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-@dataclass(frozen=True)
-class Embedding:
-    """What the network makes of a stack of images at one side, computed once for every fit and
-    score on them: ``features`` (N, C, h, w) float, all channels of the patch layers
-    (`ssad.score.stack_features`); ``pooled`` (N, 512) float, or None where no density needs it."""
-
-    features: Tensor
-    pooled: Tensor | None
-    image_size: int
-
-    def __getitem__(self, index: Tensor) -> Embedding:
-        """The embedding of the images at ``index`` (N,) int64 or bool."""
-        return Embedding(self.features[index], None if self.pooled is None else self.pooled[index], self.image_size)
+def _given(patches: PatchScorer | None) -> PatchScorer:
+    if patches is None:
+        raise ValueError("a detector without a patch scorer needs its map source given (anomaly_map=...).")
+    return patches
 
 
-def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled: bool) -> tuple[Tensor, Tensor | None]:
-    """Stacked patch features and, with ``pooled``, pooled features of normalised images ``x``."""
+def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled: bool, head: bool,
+                 image_size: int) -> Embedding:
+    """The `Embedding` of normalised images ``x``: the patch ``layers``' stacked features (none
+    for no layers), with ``pooled`` the pooled features, with ``head`` the segmentation head's logits."""
     if pooled:
-        vectors, feature_maps = model.embed_and_maps(x)
-        return stack_features(feature_maps, layers), vectors.float()
-    return stack_features(model.feature_maps(x, layers), layers), None
+        vectors, maps = model.embed_and_maps(x)
+        vectors = vectors.float()
+    else:
+        vectors, maps = None, model.feature_maps(x, MAP_LAYERS if head else layers)
+    features = stack_features(maps, layers) if layers else None
+    logits = model.segment_maps(maps).float() if head else None
+    return Embedding(features, vectors, logits, image_size)
 
 
 @torch.no_grad()
-def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool,
+def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: bool = False,
           batch_size: int = _BATCH) -> Embedding:
     """The `Embedding` of (N, 3, S, S) uint8 images (eval mode, in batches)."""
     model.eval()
-    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled)
+    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head, images.shape[-1])
              for i in range(0, len(images), batch_size)]
-    return Embedding(torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts]) if pooled else None,
-                     images.shape[-1])
+    return Embedding(*(None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+                       for name in ("features", "pooled", "head")), images.shape[-1])
 
 
 def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, image_score: str,
-                 density: bool = False) -> Detector:
-    """A `Detector` at ``train``'s side, its patch scorer (``cfg``, "auto" resolved by ``moves``)
-    fitted on the embedded normal images, and its image density where ``image_score`` needs it or
-    ``density`` asks for it (``train`` must then hold pooled features); no thresholds yet."""
+                 density: bool = False, map_source: str = "memory") -> Detector:
+    """A `Detector` at ``train``'s side with ``map_source``: its patch scorer (``cfg``, "auto"
+    resolved by ``moves``) fitted on the embedded normal images where the map needs one, and its
+    image density where ``image_score`` needs it or ``density`` asks for it (``train`` must then
+    hold pooled features); no thresholds yet."""
+    sigma = scaled_sigma(cfg.sigma, train.image_size)
+    anomaly_map = AnomalyMap(map_source, sigma)
     fitted = None
     if density or ImageScore(image_score).needs_density:
         fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
-    name = cfg.patch_scorer_for(moves)
-    options = dict(channels=cfg.patch_channels, sigma=scaled_sigma(cfg.sigma, train.image_size), layers=cfg.patch_layers)
-    patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
-    patches.fit_stacked(train.features.split(_BATCH))
-    return Detector(model, fitted, patches, train.image_size, image_score).to(train.features.device)
+    patches = None
+    if anomaly_map.needs_memory:
+        name = cfg.patch_scorer_for(moves)
+        options = dict(channels=cfg.patch_channels, sigma=sigma, layers=cfg.patch_layers)
+        patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
+        patches.fit_stacked(train.features.split(_BATCH))
+    device = next(t for t in (train.features, train.pooled, train.head) if t is not None).device
+    return Detector(model, fitted, patches, train.image_size, image_score, anomaly_map).to(device)
 
 
 def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, image_score: str,
-                density: bool = False) -> Detector:
+                density: bool = False, map_source: str = "memory") -> Detector:
     """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side."""
     needs = density or ImageScore(image_score).needs_density
-    return fit_embedded(model, embed(model, train, cfg.patch_layers, needs), cfg, moves, image_score, density)
+    source = AnomalyMap(map_source)
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs, source.needs_head)
+    return fit_embedded(model, embedded, cfg, moves, image_score, density, map_source)
 
 
 def fold_indices(count: int, folds: int, seed: int, device: torch.device | str = "cpu") -> list[Tensor]:
@@ -238,51 +344,72 @@ def fold_indices(count: int, folds: int, seed: int, device: torch.device | str =
     return [part.to(device) for part in order.chunk(folds)]
 
 
-def held_out_statistics(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
-                        density: bool, on_fold: Callable[[Detector, Tensor, Tensor], None] | None = None) -> Tensor:
-    """(N, 3) statistics of every embedded training image, scored by scorers fitted on the other
-    ``folds`` (held-out scores: in-sample ones run low, a kNN memory holding the image's own
-    patches most of all). ``on_fold(fitted, held, maps)`` sees each fold's scorers, its indices
-    and its (n, 1, S, S) maps (to score more images with the same held-out scorers)."""
-    statistics = torch.empty(len(train.features), len(STATISTICS), device=train.features.device)
+def held_out_scores(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
+                    density: bool, on_fold: Callable[[Detector, Tensor], None] | None = None) -> CoarseScores:
+    """`CoarseScores` of every embedded training image, its memory (and, with ``density``, its
+    density) fitted on the other ``folds`` (held-out scores: in-sample ones run low, a kNN memory
+    holding the image's own patches most of all); the head's logits are the embedding's (the head
+    holds no image). ``on_fold(fitted, held)`` sees each fold's scorers and its indices (to score
+    more images with the same held-out scorers)."""
+    parts: list[tuple[Tensor, CoarseScores]] = []
     for held in folds:
         rest = torch.cat([f for f in folds if f is not held])
         fitted = fit_embedded(model, train[rest], cfg, moves, "map_max", density=density)
-        maps, statistics[held] = fitted.score_embedding(train[held])
+        parts.append((held, fitted.coarse_scores(train[held])))
         if on_fold is not None:
-            on_fold(fitted, held, maps)
-    return statistics
+            on_fold(fitted, held)
+    return CoarseScores.gather(parts)
 
 
-def set_normal_thresholds(detector: Detector, normal: Tensor, quantile: float) -> Detector:
-    """Calibrate ``detector``'s image score (where it is the fusion) and set its "normal"
-    thresholds from held-out normal statistics ``normal`` (N, 3): the ``quantile`` of their image
-    scores and of their maps' maxima."""
+def set_normal_thresholds(detector: Detector, normal: CoarseScores, quantile: float) -> Detector:
+    """Calibrate ``detector``'s map (where it is the fusion) and image score (likewise) on the
+    held-out `CoarseScores` of normal images ``normal``, and set its "normal" thresholds: the
+    ``quantile`` of their image scores and of their maps' maxima."""
+    if detector.anomaly_map.kind == "fusion":
+        calibrate_map(detector.anomaly_map, normal)
+    statistics = detector.statistics_of(normal)
     if detector.image_score.kind == "fusion":
-        detector.image_score.calibrate(normal)
-    scores = detector.image_score(normal)
+        detector.image_score.calibrate(statistics)
+    scores = detector.image_score(statistics)
     detector.set_thresholds("normal", float(scores.quantile(quantile)),
-                            float(normal[:, STATISTICS.index("map_max")].quantile(quantile)))
+                            float(statistics[:, STATISTICS.index("map_max")].quantile(quantile)))
     return detector
+
+
+def map_for(source: str, sigma: float, normal: CoarseScores) -> AnomalyMap:
+    """The ``source`` map smoothed with ``sigma`` pixels; a fusion calibrated on held-out normal
+    images' `CoarseScores` ``normal``."""
+    anomaly_map = AnomalyMap(source, sigma)
+    return calibrate_map(anomaly_map, normal) if anomaly_map.kind == "fusion" else anomaly_map
+
+
+def calibrate_map(anomaly_map: AnomalyMap, normal: CoarseScores) -> AnomalyMap:
+    """Calibrate a fusion ``anomaly_map`` on held-out normal images' `CoarseScores`: the maxima of
+    each source's map."""
+    size = (normal.image_size, normal.image_size)
+    maxima = torch.cat([torch.stack([m.amax(dim=(1, 2, 3)) for m in anomaly_map.source_maps(p.memory, p.head, size)],
+                                    dim=1) for p in normal.batches()])
+    return anomaly_map.calibrate(maxima)
 
 
 def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool,
                  folds: int = ValidationConfig.folds, seed: int = ValidationConfig.seed) -> Detector:
-    """Fit a detector with the settings of ``cfg`` (an "auto" image score is "map_max": nothing
-    is chosen here; `ssad.selection.select_and_fit` chooses) on (N, 3, S, S) uint8 normal
-    ``train`` images, scoring at their side; its "normal" thresholds (and the fusion's
-    standardisation) come from held-out scores, ``folds``-fold, or in-sample where there are
-    fewer than ``2 * folds`` images. ``folds`` and ``seed`` default to `ValidationConfig`'s: the
-    folds a run holds out with default settings."""
+    """Fit a detector with the settings of ``cfg`` (an "auto" image score is "map_max", an "auto"
+    map source "memory": nothing is chosen here; `ssad.selection.select_and_fit` chooses) on
+    (N, 3, S, S) uint8 normal ``train`` images, scoring at their side; its "normal" thresholds
+    (and the fusions' standardisation) come from held-out scores, ``folds``-fold, or in-sample
+    where there are fewer than ``2 * folds`` images. ``folds`` and ``seed`` default to
+    `ValidationConfig`'s: the folds a run holds out with default settings."""
     image_score = "map_max" if cfg.image_score == "auto" else cfg.image_score
+    map_source = "memory" if cfg.map_source == "auto" else cfg.map_source
     density = ImageScore(image_score).needs_density
-    embedded = embed(model, train, cfg.patch_layers, density)
-    detector = fit_embedded(model, embedded, cfg, moves, image_score)
+    embedded = embed(model, train, cfg.patch_layers, density, AnomalyMap(map_source).needs_head)
+    detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source)
     parts = fold_indices(len(train), folds, seed, train.device)
     if parts:
-        normal = held_out_statistics(model, embedded, cfg, moves, parts, density)
+        normal = held_out_scores(model, embedded, cfg, moves, parts, density)
     else:  # too few images to hold some out: in-sample, and so somewhat low
-        normal = detector.score_embedding(embedded)[1]
+        normal = detector.coarse_scores(embedded)
     return set_normal_thresholds(detector, normal, cfg.normal_quantile)
 
 
@@ -318,13 +445,19 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
         )
     spec, state = payload["spec"], payload["state"]
     density = None if spec["density"] is None else DENSITIES.by_class_name(spec["density"][0])(**spec["density"][1])
-    patch_kind, patch_options = spec["patches"]
-    patch_options["layers"] = tuple(patch_options["layers"])
-    detector = Detector(PretextModel(num_classes=spec["num_classes"]), density,
-                        PATCH_SCORERS.by_class_name(patch_kind)(**patch_options), spec["image_size"],
-                        spec.get("image_score", "density"))  # detectors saved before image_score
+    patches = None
+    if spec["patches"] is not None:
+        patch_kind, patch_options = spec["patches"]
+        patch_options["layers"] = tuple(patch_options["layers"])
+        patches = PATCH_SCORERS.by_class_name(patch_kind)(**patch_options)
+    # Detectors of format 2 and older always drew the memory's map.
+    source, sigma = spec.get("map_source", ["memory", None if patches is None else patches.sigma])
+    detector = Detector(PretextModel(num_classes=spec["num_classes"], segmentation=spec.get("segmentation", False)),
+                        density, patches, spec["image_size"],
+                        spec.get("image_score", "density"),  # detectors saved before image_score
+                        AnomalyMap(source, sigma))
     # The fitted buffers exist only once fitted: register them from the file, then load the rest.
-    for key in [k for k in state if k.startswith(("density.", "patches.", "image_score."))]:
+    for key in [k for k in state if k.startswith(("density.", "patches.", "image_score.", "anomaly_map."))]:
         owner, name = key.split(".", 1)
         getattr(detector, owner).register_buffer(name, state[key])
     detector.load_state_dict(state)

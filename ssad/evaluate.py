@@ -17,7 +17,7 @@ from ssad.data import CategoryData
 from ssad.detector import Detector
 from ssad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 
-__all__ = ["METRICS", "Evaluation", "evaluate"]
+__all__ = ["METRICS", "Evaluation", "evaluate", "measure"]
 
 #: The figures of a run, in the order its table prints them.
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
@@ -44,9 +44,15 @@ def evaluate(detector: Detector, data: CategoryData) -> Evaluation:
     if len(data.test) == 0:
         raise ValueError(f"{data.category} has no test images to score; add test/<good|defect>/ folders.")
     scores, maps = detector.score_all(data.test)
+    return measure(scores, maps, data.test_labels, data.test_masks, data.test_mask_known)
+
+
+def measure(scores: Tensor, maps: Tensor, labels: Tensor, masks: Tensor, known: Tensor) -> Evaluation:
+    """`Evaluation` of image ``scores`` (M,) and ``maps`` (M, 1, S, S) float against image
+    ``labels`` (M,) int64, ground-truth ``masks`` (M, 1, S, S) bool and ``known`` (M,) bool (where
+    a mask exists, `ssad.data.CategoryData.test_mask_known`)."""
     metrics: dict[str, float | None] = dict.fromkeys(METRICS)
     notes: list[str] = []
-    labels = data.test_labels
     anomalous = int(labels.sum())
     image_threshold = pixel_threshold = None
     if anomalous == 0:
@@ -58,7 +64,6 @@ def evaluate(detector: Detector, data: CategoryData) -> Evaluation:
         else:
             metrics["image_auroc"] = image_auroc(scores, labels)
 
-        known = data.test_mask_known
         with_mask = int((known & (labels == 1)).sum())
         if with_mask == 0:
             notes.append(f"none of the {anomalous} defective test images has a ground-truth mask (image labels "
@@ -67,7 +72,7 @@ def evaluate(detector: Detector, data: CategoryData) -> Evaluation:
             if with_mask < anomalous:
                 notes.append(f"{anomalous - with_mask} of the {anomalous} defective test images have no ground-truth "
                              "mask: the pixel metrics leave them out.")
-            truth, known_maps = data.test_masks[known], maps[known]
+            truth, known_maps = masks[known], maps[known]
             metrics["pixel_auroc"] = pixel_auroc(known_maps, truth)
             metrics["aupro"] = aupro(known_maps, truth)
             metrics["pixel_f1_max"], pixel_threshold = f1_max(known_maps.flatten(), truth.flatten())

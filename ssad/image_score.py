@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ssad.registry import IMAGE_SCORES, STATISTICS
 
-__all__ = ["STATISTICS", "IMAGE_SCORES", "TOP_SHARE", "ImageScore", "map_statistics"]
+__all__ = ["STATISTICS", "IMAGE_SCORES", "TOP_SHARE", "ImageScore", "map_statistics", "robust_scale"]
 
 #: ``"map_top"`` averages this share of the map's pixels: at 320 x 320 about 1,000 pixels, the
 #: area of a defect some 30 pixels across; far smaller than a large defect, far larger than a peak.
@@ -43,6 +43,20 @@ def map_statistics(maps: Tensor, top_share: float = TOP_SHARE) -> Tensor:
     flat = maps.flatten(1).float()
     k = max(1, math.ceil(top_share * flat.shape[1]))  # fixed by the map's size: traceable
     return torch.stack([flat.amax(dim=1), flat.topk(k, dim=1).values.mean(dim=1)], dim=1)
+
+
+def robust_scale(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Each column's centre (median) and spread (interquartile range / `_IQR_OF_NORMAL`: the
+    standard deviation, were it normal) of (N >= 2, K) float ``values``, both (K,) float: robust
+    to the few odd normal images a training set holds. A column that barely varies gets a small
+    floor on its spread, so that standardising by it cannot amplify without bound."""
+    if values.dim() != 2 or len(values) < 2:
+        raise ValueError(f"robust_scale needs (N >= 2, K) values; got {tuple(values.shape)}.")
+    values = values.double()
+    low, centre, high = values.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype,
+                                                     device=values.device), dim=0)
+    spread = ((high - low) / _IQR_OF_NORMAL).clamp_min(1e-6 * centre.abs().clamp_min(1e-6))
+    return centre.float(), spread.float()
 
 
 class ImageScore(nn.Module):
@@ -72,13 +86,9 @@ class ImageScore(nn.Module):
         median and interquartile range (N >= 2). Kept as buffers, saved with the detector."""
         if normal.dim() != 2 or normal.shape[1] != len(STATISTICS) or len(normal) < 2:
             raise ValueError(f"calibrate needs (N >= 2, {len(STATISTICS)}) statistics; got {tuple(normal.shape)}.")
-        normal = normal.double()
-        low, centre, high = normal.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=normal.dtype,
-                                                         device=normal.device), dim=0)
-        # A statistic that barely varies on normal images would be amplified without bound.
-        spread = ((high - low) / _IQR_OF_NORMAL).clamp_min(1e-6 * centre.abs().clamp_min(1e-6))
-        self.register_buffer("centre", centre.float())
-        self.register_buffer("spread", spread.float())
+        centre, spread = robust_scale(normal)
+        self.register_buffer("centre", centre)
+        self.register_buffer("spread", spread)
         return self
 
     def standardise(self, statistics: Tensor) -> Tensor:

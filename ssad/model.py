@@ -10,10 +10,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-__all__ = ["PretextModel", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "MAP_LAYERS", "normalise"]
+__all__ = ["PretextModel", "SegmentationHead", "create_model", "IMAGENET_MEAN", "IMAGENET_STD", "MAP_LAYERS",
+           "normalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,15 +34,47 @@ def normalise(images: Tensor) -> Tensor:
     return (images - mean) / std
 
 
-class PretextModel(nn.Module):
-    """ResNet-18 features -> projection head -> ``num_classes`` logits.
+class SegmentationHead(nn.Module):
+    """A light FPN-style decoder: the layer1-layer3 maps -> (B, 1, H/4, W/4) float defect logits.
 
-    ``forward`` takes normalised (B, 3, H, W) float images and returns logits (B, num_classes);
+    Each map is projected to ``width`` channels (1x1 convolution); from the deepest up, the
+    coarser sum is upsampled (bilinear) and added to the next finer projection; one 3x3
+    convolution block and a 1x1 convolution turn the layer1-grid sum into one logit per place.
+    About 0.1 M parameters against ResNet-18's 11 M: the backbone does the seeing, the head only
+    says where.
+    """
+
+    def __init__(self, channels: dict[str, int], width: int = 64) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleDict({name: nn.Conv2d(channels[name], width, 1) for name in MAP_LAYERS})
+        self.out = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 1, 1),
+        )
+
+    def forward(self, maps: dict[str, Tensor]) -> Tensor:
+        """(B, 1, h1, w1) float logits on layer1's grid, from `PretextModel.feature_maps` (all of `MAP_LAYERS`)."""
+        deepest, *finer = reversed(MAP_LAYERS)
+        x = self.lateral[deepest](maps[deepest])
+        for name in finer:
+            finer_map = self.lateral[name](maps[name])
+            x = finer_map + F.interpolate(x, size=finer_map.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(x)
+
+
+class PretextModel(nn.Module):
+    """ResNet-18 features -> projection head -> ``num_classes`` logits; with ``segmentation``
+    also a `SegmentationHead` on the intermediate maps, trained on the synthetic defects' masks.
+
+    ``forward`` takes normalised (B, 3, H, W) float images and returns logits (B, num_classes),
+    with ``segment=True`` also the head's defect logits (B, 1, H/4, W/4);
     ``embed`` returns the pooled backbone features (B, ``feature_dim``: 512) used for scoring;
     ``feature_maps`` the intermediate maps used for localization.
     """
 
-    def __init__(self, num_classes: int = 3, head_dim: int = 128) -> None:
+    def __init__(self, num_classes: int = 3, head_dim: int = 128, segmentation: bool = False) -> None:
         super().__init__()
         resnet = torchvision.models.resnet18(weights=None)
         self.feature_dim: int = resnet.fc.in_features  # the pooled features the ImageNet classifier took
@@ -53,13 +87,29 @@ class PretextModel(nn.Module):
             nn.Linear(self.feature_dim, head_dim),
         )
         self.classifier = nn.Linear(head_dim, num_classes)
+        # Built last, so that the other layers draw the same initial weights with and without it.
+        self.segmentation = SegmentationHead(self.map_channels()) if segmentation else None
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, 512) pooled features of normalised images."""
         return self.backbone(images)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.classifier(self.head(self.embed(images)))
+    def forward(self, images: Tensor, segment: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if not segment:
+            return self.classifier(self.head(self.embed(images)))
+        pooled, maps = self.embed_and_maps(images)
+        return self.classifier(self.head(pooled)), self.segment_maps(maps)
+
+    def segment(self, images: Tensor) -> Tensor:
+        """(B, 1, H/4, W/4) float defect logits of normalised images (the head only; no classifier)."""
+        return self.segment_maps(self.feature_maps(images))
+
+    def segment_maps(self, maps: dict[str, Tensor]) -> Tensor:
+        """The head's (B, 1, H/4, W/4) float defect logits from `feature_maps` (all of `MAP_LAYERS`)."""
+        if self.segmentation is None:
+            raise ValueError("this network has no segmentation head: train one with train.segmentation=true, "
+                             'or draw maps from the memory (score.map_source="memory").')
+        return self.segmentation(maps)
 
     def feature_maps(self, images: Tensor, layers: Iterable[str] = MAP_LAYERS) -> dict[str, Tensor]:
         """Intermediate maps of normalised images: ``layer1`` (B, 64, H/4, W/4), ``layer2``
@@ -102,7 +152,8 @@ def _map_channels() -> dict[str, int]:
 _PROBE_SIDE = 32
 
 
-def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tuple[PretextModel, str]:
+def create_model(init: str | os.PathLike = "auto", num_classes: int = 3,
+                 segmentation: bool = False) -> tuple[PretextModel, str]:
     """Build the pretext model and initialise it; returns ``(model, what_was_used)``.
 
     ``init``: ``"imagenet"`` (torchvision's ResNet-18 ImageNet weights, cached or downloaded;
@@ -111,7 +162,7 @@ def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tupl
     `PretextModel` (or a checkpoint holding one under ``"model"``). The second return value says
     which one was used: ``"imagenet"``, ``"scratch"`` or ``"file:<path>"``.
     """
-    model = PretextModel(num_classes)
+    model = PretextModel(num_classes, segmentation=segmentation)
     if str(init) == "scratch":
         return model, "scratch"
     if str(init) in ("imagenet", "auto"):
@@ -139,7 +190,8 @@ def create_model(init: str | os.PathLike = "auto", num_classes: int = 3) -> tupl
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"{path} does not hold a PretextModel with {num_classes} classes: {error}") from error
+        head = " and a segmentation head" if segmentation else " and no segmentation head"
+        raise ValueError(f"{path} does not hold a PretextModel with {num_classes} classes{head}: {error}") from error
     return model, f"file:{path}"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "STATISTICS", "IMAGE_SCORES", "DENSITIES", "PATCH_SCORERS"]
+__all__ = ["Registry", "STATISTICS", "IMAGE_SCORES", "MAP_SOURCES", "DENSITIES", "PATCH_SCORERS"]
 
 T = TypeVar("T")
 
@@ -65,6 +65,9 @@ STATISTICS = ("map_max", "map_top", "density")
 #: Every image score a detector can use (`ssad.image_score`): one statistic, or the calibrated
 #: fusion of all three.
 IMAGE_SCORES = (*STATISTICS, "fusion")
+#: Where a detector's anomaly map comes from (`ssad.anomaly_map`): the patch memory, the
+#: segmentation head, or their calibrated fusion; simplest first (ties in validation go to it).
+MAP_SOURCES = ("memory", "head", "fusion")
 #: Image densities on pooled features (`ssad.score`).
 DENSITIES: Registry[Any] = Registry("density", ("gaussian", "knn"))
 #: Anomaly-map scorers (`ssad.score`); a config's "auto" picks one per category (`ssad.config.ScoreConfig`).

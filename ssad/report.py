@@ -117,12 +117,12 @@ def pairs_picture(normal: Tensor, defective: Tensor, masks: Tensor, captions: li
     save_png(canvas, path)
 
 
-def selection_picture(figures: list, chosen: tuple[int, str], path: Path, width: int = 560) -> None:
+def selection_picture(figures: list, chosen: tuple[int, str, str], path: Path, width: int = 560) -> None:
     """Horizontal bars of each candidate's validation figures (image AUROC, pixel AUROC, AUPRO),
-    one group per (size, image score), the chosen one's label in bold red. ``figures``: items
-    with image_size, image_score, image_auroc, pixel_auroc, aupro (`ssad.selection.CandidateFigures`)."""
+    one group per (size, map source, image score), the chosen one's label in red. ``figures``:
+    `ssad.selection.CandidateFigures`; ``chosen``: the chosen one's ``setting``."""
     names = ("image_auroc", "pixel_auroc", "aupro")
-    label_width, bar_height, gap, top = 150, 7, 8, 28
+    label_width, bar_height, gap, top = 170, 7, 8, 28
     group = len(names) * bar_height + gap
     picture = Image.new("RGB", (width, top + len(figures) * group + 24), "white")
     draw = ImageDraw.Draw(picture)
@@ -133,20 +133,25 @@ def selection_picture(figures: list, chosen: tuple[int, str], path: Path, width:
         draw.text((x + 14, 6), name.replace("_", " "), fill="black")
     for i, f in enumerate(figures):
         y = top + i * group
-        mark = (f.image_size, f.image_score) == tuple(chosen)
-        draw.text((6, y + 3), f"{f.image_size} px, {f.image_score}" + ("  <" if mark else ""),
+        mark = f.setting == tuple(chosen)
+        draw.text((6, y + 3), f"{f.image_size} px, {f.map_source}, {f.image_score}" + (" <" if mark else ""),
                   fill=(200, 0, 0) if mark else "black")
         for j, name in enumerate(names):
             value = getattr(f, name)
             y0 = y + j * bar_height
             draw.rectangle([label_width, y0, label_width + value * plot, y0 + bar_height - 2], fill=_CURVE_COLOURS[j])
         draw.text((label_width + plot + 6, y + 3), f"{f.objective:.3f}", fill="black")  # what the rule compares
-    axis_y = top + len(figures) * group
-    for tick in (0.0, 0.5, 1.0):
-        x = label_width + tick * plot
-        draw.line([x, top - 4, x, axis_y], fill=(200, 200, 200))
-        draw.text((x - 8, axis_y + 4), f"{tick:.1f}", fill="black")
+    unit_axis(draw, label_width, plot, top, top + len(figures) * group)
     save_png(picture, path)
+
+
+def unit_axis(draw: ImageDraw.ImageDraw, left: int, length: float, top: int, bottom: int) -> None:
+    """Grid lines and labels at 0, 0.5 and 1 of a horizontal bar chart whose value 0 is at ``left``
+    and 1 at ``left + length`` pixels, its bars between ``top`` and ``bottom``."""
+    for tick in (0.0, 0.5, 1.0):
+        x = left + tick * length
+        draw.line([x, top - 4, x, bottom], fill=(200, 200, 200))
+        draw.text((x - 8, bottom + 4), f"{tick:.1f}", fill="black")
 
 
 def selection_table(selection) -> str:
@@ -154,9 +159,9 @@ def selection_table(selection) -> str:
     the rule (`ssad.selection.Selection`)."""
     if not selection.figures:
         return "validation: " + " ".join(selection.notes)
-    rows = [{"size": f.image_size, "image score": f.image_score, "image AUROC": f.image_auroc,
+    rows = [{"size": f.image_size, "map": f.map_source, "image score": f.image_score, "image AUROC": f.image_auroc,
              "pixel AUROC": f.pixel_auroc, "AUPRO": f.aupro, "mean": f.objective,
-             "": "<- chosen" if (f.image_size, f.image_score) == (selection.image_size, selection.image_score) else ""}
+             "": "<- chosen" if f.setting == selection.setting else ""}
             for f in selection.figures]
     head = (f"validation: synthetic {'/'.join(selection.families)} defects on {selection.defective_images} of "
             f"{selection.normal_images} held-out normal images ({selection.folds} folds, {selection.seconds:.0f} s); "

@@ -3,8 +3,8 @@
     python -m ssad.run --category bottle --data-root ../shared/data/mvtec --config configs/cpu.toml
     python -m ssad.run --demo                      # offline, on procedural demo data
 
-Each run trains the pretext model, chooses the detector's scoring size and image score on a
-synthetic validation set (`ssad.selection`: defects the engine makes on held-out normal images;
+Each run trains the pretext model (with ``train.segmentation``, its segmentation head too),
+chooses the detector's scoring size, map source and image score on a synthetic validation set (`ssad.selection`: defects the engine makes on held-out normal images;
 settings given in the config are kept), fits the detector on the normal training images, scores
 the test images and writes ``runs/<category>/<timestamp>/`` (or ``--out``): ``config.json`` (the
 resolved config), ``meta.json`` (versions, seed, device, initialisation, what the data layer
@@ -215,8 +215,8 @@ def run_one(
     row = {"category": category, **evaluation.metrics}
     write_json(run_dir / "metrics.json", {**row, "notes": evaluation.notes, "validation": selection.to_dict()})
     _save_pictures(scored, evaluation, run_dir)
-    meta.update(scoring={"image_size": selection.image_size, "image_score": selection.image_score,
-                         "decided_by": selection.decided_by}, notes=notes.lines)
+    meta.update(scoring={"image_size": selection.image_size, "map_source": selection.map_source,
+                         "image_score": selection.image_score, "decided_by": selection.decided_by}, notes=notes.lines)
     write_json(run_dir / "meta.json", meta)
     print(f"\n{category}: {result.steps} pretext steps ({result.init_used} init), run folder {run_dir}")
     print(selection_table(selection))
@@ -363,7 +363,7 @@ def _save_validation_pictures(data: CategoryData, selection: Selection, config: 
     ``validation_samples.png``: a few of the synthetic defects it was measured on."""
     if not selection.figures:
         return
-    selection_picture(selection.figures, (selection.image_size, selection.image_score), run_dir / "validation.png")
+    selection_picture(selection.figures, selection.setting, run_dir / "validation.png")
     count = min(_SAMPLE_PAIRS, len(data.train))
     positions = torch.arange(count, device=data.device)
     defects = validation_set(data, positions, config.validation.families, config.validation.seed)

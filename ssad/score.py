@@ -48,6 +48,7 @@ __all__ = [
     "embed_images",
     "ledoit_wolf",
     "gaussian_blur",
+    "smooth_map",
 ]
 
 
@@ -144,6 +145,13 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     return kornia.filters.gaussian_blur2d(maps, (size, size), (sigma, sigma), border_type="reflect")
 
 
+def smooth_map(scores: Tensor, size: tuple[int, int], sigma: float) -> Tensor:
+    """(b, 1, *size) float anomaly maps from (b, 1, h, w) scores on a coarser grid: upsampled
+    (bilinear) to the image and smoothed (`gaussian_blur`, ``sigma`` pixels at that size). The one
+    way every map source (the memory's patch scores, the segmentation head's logits) becomes a map."""
+    return gaussian_blur(F.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False), sigma)
+
+
 def _channels_of(layers: tuple[str, ...]) -> int:
     """Channels of ``layers``' maps stacked (`stack_features`)."""
     channels = PretextModel.map_channels()
@@ -201,8 +209,12 @@ class PatchScorer(nn.Module):
 
     def maps_of_stacked(self, stacked: Tensor, size: tuple[int, int]) -> Tensor:
         """(b, 1, *size) float smoothed anomaly maps from (b, C, h, w) `stack` features."""
-        maps = F.interpolate(self._score(stacked[:, self.keep]), size=size, mode="bilinear", align_corners=False)
-        return gaussian_blur(maps, self.sigma)
+        return smooth_map(self.grid_scores(stacked), size, self.sigma)
+
+    def grid_scores(self, stacked: Tensor) -> Tensor:
+        """(b, 1, h, w) float scores on the features' grid of (b, C, h, w) `stack` features, before
+        upsampling and smoothing (`smooth_map`): small enough to keep for a whole training set."""
+        return self._score(stacked[:, self.keep])
 
     @torch.no_grad()
     def _features(self, model: PretextModel, images: Tensor) -> Iterator[dict[str, Tensor]]:

@@ -2,7 +2,8 @@
 
 One step, in order: draw indices -> gather normal images on the device -> light geometric
 augmentation -> `DefectSynthesizer` (colour jitter for all, defects for labels 1 and 2) ->
-ImageNet normalisation -> ResNet-18 -> cross-entropy -> SGD. Nothing runs on the CPU between
+ImageNet normalisation -> ResNet-18 -> cross-entropy (plus, with ``train.segmentation``, the
+segmentation head's focal + Dice loss against the defects' masks) -> SGD. Nothing runs on the CPU between
 steps, and the loop reads a value back only when it logs. With ``train.cuda_graph`` on CUDA the
 data side is replayed from a CUDA graph (`ssad.graphs.CudaGraphed`): the same batches, one launch.
 
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -38,8 +40,12 @@ from ssad.synth.object_mask import masks_at
 
 __all__ = [
     "TrainResult", "train", "pretext_batch", "optimisation_step", "augment_normals", "pretext_accuracy",
-    "checkpoint_path", "init_distributed",
+    "checkpoint_path", "init_distributed", "segmentation_loss", "FOCAL_GAMMA",
 ]
+
+#: Focal loss exponent (Lin et al.'s 2): pixels the head already gets right, nearly all the
+#: normal ones, weigh little, so the few defect pixels are not drowned.
+FOCAL_GAMMA = 2.0
 
 
 #: Rank r of a run seeded s draws from the stream seeded ``s * _SEEDS_PER_RUN + r``: every rank of
@@ -142,7 +148,9 @@ def train(
                 state.model.backbone.requires_grad_(True)  # stage two: the whole network
             idx = next(state.sampler)
             batch = make_batch(data.train[idx], data.object_masks_at(idx), data.source_images)
-            loss, logits = optimisation_step(net, state.optimizer, batch.images, batch.labels, autocast, memory_format)
+            masks = batch.masks if cfg.segmentation else None
+            loss, logits = optimisation_step(net, state.optimizer, batch.images, batch.labels, autocast, memory_format,
+                                             masks, cfg.segmentation_weight)
             state.schedule.step()
             state.step += 1
             rate.add(len(idx) * world)
@@ -183,7 +191,8 @@ def _initial_state(config: RunConfig, data: CategoryData, rank: int, world: int,
     cfg, device = config.train, data.train.device
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        model, init_used = create_model("scratch" if resume else cfg.init, num_classes=config.synth.num_classes)
+        model, init_used = create_model("scratch" if resume else cfg.init, num_classes=config.synth.num_classes,
+                                        segmentation=cfg.segmentation)
     model = model.to(device, memory_format=_memory_format(cfg))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
@@ -320,16 +329,48 @@ def optimisation_step(
     labels: Tensor,
     autocast: torch.autocast,
     memory_format: torch.memory_format,
+    masks: Tensor | None = None,
+    mask_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """The model side of a step: normalise (B, 3, S, S) float images, forward, cross-entropy,
-    backward, SGD update. Returns the loss and the logits (B, 3), still on the device."""
+    backward, SGD update. With ``masks`` (B, 1, S, S) bool (the synthetic defects), the network's
+    segmentation head is trained in the same pass: ``mask_weight`` x `segmentation_loss` is added.
+    Returns the loss and the logits (B, 3), still on the device."""
+    x = normalise(images).contiguous(memory_format=memory_format)
     with autocast:
-        logits = net(normalise(images).contiguous(memory_format=memory_format))
-        loss = F.cross_entropy(logits.float(), labels)
+        if masks is None:
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), labels)
+        else:
+            logits, mask_logits = net(x, segment=True)
+            loss = F.cross_entropy(logits.float(), labels) + mask_weight * segmentation_loss(mask_logits, masks)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss, logits
+
+
+def segmentation_loss(mask_logits: Tensor, masks: Tensor, gamma: float = FOCAL_GAMMA) -> Tensor:
+    """Focal + Dice loss of (B, 1, h, w) defect logits against (B, 1, H, W) bool masks.
+
+    The logits are upsampled (bilinear) to the masks' side: a scar a pixel or two wide would
+    vanish from a mask pooled to the head's grid. Focal (per pixel, mean) teaches each pixel;
+    Dice (one soft overlap over the whole batch, which is defined even when an image has no
+    defect) teaches the defect's extent whatever its area, so a small scar counts as much as a
+    big patch. Both in float32 under autocast.
+    """
+    logits = F.interpolate(mask_logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    target = masks.float()
+    focal = torchvision.ops.sigmoid_focal_loss(logits, target, alpha=-1, gamma=gamma, reduction="mean")
+    probability = logits.sigmoid()
+    overlap = (probability * target).sum()
+    dice = 1 - (2 * overlap + _DICE_SMOOTHING) / (probability.sum() + target.sum() + _DICE_SMOOTHING)
+    return focal + dice
+
+
+#: Added to the Dice overlap and total: a batch without any defect pixel gives a finite loss
+#: (and a small one when the head predicts nothing there).
+_DICE_SMOOTHING = 1.0
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Shared test fixtures: where the real MVTec AD data lies (read in place, never copied), and a
-counter of the aten operations a call dispatches."""
+"""Shared test fixtures: where the real MVTec AD data lies (read in place, never copied), a small
+demo category at 64 px, and a counter of the aten operations a call dispatches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from torch.utils._python_dispatch import TorchDispatchMode
 
 MVTEC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec"
+#: Side of the small demo category the `demo` fixture loads.
+DEMO_SIZE = 64
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +20,25 @@ def mvtec_root() -> Path:
     if not (MVTEC_ROOT / "bottle" / "train" / "good").is_dir():
         pytest.skip(f"real MVTec AD data not found at {MVTEC_ROOT} (only present on the project's machines)")
     return MVTEC_ROOT
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A demo data root holding demo_object: 40 training and 6 test images of `DEMO_SIZE` pixels."""
+    from ssad.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, image_size=DEMO_SIZE, n_train=40, n_test=6, categories=("demo_object",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo(demo_root):
+    """demo_object of `demo_root`, loaded at `DEMO_SIZE` pixels."""
+    from ssad.data import load_category
+
+    return load_category(demo_root, "demo_object", image_size=DEMO_SIZE, cache_dir=demo_root / "cache",
+                         progress=False)
 
 
 class _CountOps(TorchDispatchMode):

@@ -18,5 +18,6 @@ def test_train_step_bench_writes_json(tmp_path):
         check=True, capture_output=True, timeout=300,
     )
     result = json.loads(out.read_text())
-    assert set(result["median_seconds"]) == {"with_synthesis", "presynthesized", "synthesis_only"}
+    assert set(result["median_seconds"]) == {"with_synthesis", "presynthesized", "synthesis_only", "with_segmentation"}
+    assert result["segmentation_step_ratio"] > 0
     assert 0 < result["synthesis_fraction_of_step"] < 1

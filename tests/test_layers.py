@@ -13,7 +13,7 @@ kernels    ssad.kernels (``kernels/``): the engine's fused backend; registers it
 data       ssad.data; ssad.validation (the validation set the engine makes from a category's images)
 config     ssad.config: the run's settings, made of the engine's and checked against ssad.registry
 model      ssad.model
-score      ssad.image_score, ssad.score
+score      ssad.image_score, ssad.score, ssad.anomaly_map
 detector   ssad.detector, ssad.metrics, ssad.evaluate, ssad.selection; ssad itself (its ``__init__``
            hands out ``ssad.load_detector``)
 train      ssad.train, ssad.checkpoint
@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("ssad.data", "ssad.validation")),
     ("config", ("ssad.config",)),
     ("model", ("ssad.model",)),
-    ("score", ("ssad.image_score", "ssad.score")),
+    ("score", ("ssad.image_score", "ssad.score", "ssad.anomaly_map")),
     ("detector", ("ssad", "ssad.detector", "ssad.metrics", "ssad.evaluate", "ssad.selection")),
     ("train", ("ssad.train", "ssad.checkpoint")),
     ("commands", ("ssad.cli", "ssad.__main__", "ssad.synth.__main__", "ssad.run", "ssad.predict", "ssad.export",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,10 @@ def test_a_run_with_every_family_and_one_class_per_family(tmp_path):
     assert set(METRICS) <= set(json.loads((out / "metrics.json").read_text()))
 
 
+def meta_map_source(run: Path) -> str:
+    return json.loads((run / "meta.json").read_text())["scoring"]["map_source"]
+
+
 def test_a_run_records_what_validation_chose_and_what_the_data_layer_decided(tmp_path, capsys):
     out = tmp_path / "chosen"
     assert main([*TINY, "--steps", "4", "--category", "demo_moving", "--out", str(out)]) == 0
@@ -98,7 +103,9 @@ def test_a_run_records_what_validation_chose_and_what_the_data_layer_decided(tmp
     validation = metrics["validation"]
     chosen = (validation["image_size"], validation["image_score"])
     assert chosen in {(row["image_size"], row["image_score"]) for row in validation["figures"]}
-    assert validation["decided_by"] == {"image_size": "validation", "image_score": "validation"}
+    assert validation["decided_by"] == {"image_size": "validation", "map_source": "validation",
+                                        "image_score": "validation"}
+    assert validation["map_source"] == meta_map_source(out) == "memory"  # no head: the memory alone
     assert validation["rule"].startswith("highest mean")
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["scoring"]["image_size"], meta["scoring"]["image_score"]) == chosen

@@ -122,7 +122,8 @@ def test_select_and_fit_chooses_among_the_candidates_and_fits_on_every_image(dem
     chosen = choose(selection.figures)
     assert (selection.image_size, selection.image_score) == (chosen.image_size, chosen.image_score)
     assert (detector.image_size, detector.image_score.kind) == (chosen.image_size, chosen.image_score)
-    assert selection.decided_by == {"image_size": "validation", "image_score": "validation"}
+    assert selection.decided_by == {"image_size": "validation", "map_source": "validation", "image_score": "validation"}
+    assert selection.map_source == "memory"  # the network has no head: the memory is the one source
     assert (selection.folds, selection.normal_images, selection.defective_images) == (5, 20, 10)
     assert all(0 <= f.image_auroc <= 1 and 0 < f.aupro <= 1 for f in selection.figures)
     # The final scorers hold every training image: a kNN memory of all their patches.
@@ -141,7 +142,7 @@ def test_settings_given_in_the_config_are_not_chosen(demo, tmp_path, model):
     detector, selection = select_and_fit(model, load(demo, "demo_object", tmp_path), score,
                                          ValidationConfig(images=6), training_size=64, progress=False)
     assert [(f.image_size, f.image_score) for f in selection.figures] == [(96, "fusion")]
-    assert selection.decided_by == {"image_size": "config", "image_score": "config"}
+    assert selection.decided_by == {"image_size": "config", "map_source": "validation", "image_score": "config"}
     assert detector.image_size == 96 and detector.image_score.calibrated
     # The fusion's standardisation travels with the detector.
     detector.save(tmp_path / "detector.pt")
@@ -156,7 +157,7 @@ def test_too_few_images_to_validate_fall_back_to_the_first_candidates(tmp_path, 
     detector, selection = select_and_fit(model, load(tmp_path / "tiny", "demo_object", tmp_path), SCORE,
                                          ValidationConfig(sizes=(0, 96)), training_size=64, progress=False)
     assert (selection.image_size, selection.image_score) == (64, "map_max") and selection.figures == []
-    assert selection.decided_by == {"image_size": "default", "image_score": "default"}
+    assert selection.decided_by == {"image_size": "default", "map_source": "default", "image_score": "default"}
     assert "too few" in selection.notes[0] and detector.image_size == 64
 
 

@@ -15,24 +15,12 @@ import torchvision
 
 from ssad.checkpoint import load_checkpoint
 from ssad.config import load_config
-from ssad.data import load_category, make_demo_dataset
+from ssad.data import load_category
 from ssad.model import DOWNLOAD_TIMEOUT, create_model
 from ssad.synth import DefectSynthesizer
 from ssad.train import augment_normals, checkpoint_path, pretext_accuracy, train
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, image_size=SIZE, n_train=40, n_test=6, categories=("demo_object",))
-    return root
-
-
-@pytest.fixture(scope="module")
-def demo(demo_root):
-    return load_category(demo_root, "demo_object", image_size=SIZE, cache_dir=demo_root / "cache")
+SIZE = 64  # the side of the `demo` fixture (tests/conftest.py, DEMO_SIZE)
 
 
 def _config(steps: int, **train):
