@@ -345,16 +345,18 @@ def fold_indices(count: int, folds: int, seed: int, device: torch.device | str =
 
 
 def held_out_scores(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
-                    density: bool, on_fold: Callable[[Detector, Tensor], None] | None = None) -> CoarseScores:
-    """`CoarseScores` of every embedded training image, its memory (and, with ``density``, its
-    density) fitted on the other ``folds`` (held-out scores: in-sample ones run low, a kNN memory
-    holding the image's own patches most of all); the head's logits are the embedding's (the head
-    holds no image). ``on_fold(fitted, held)`` sees each fold's scorers and its indices (to score
-    more images with the same held-out scorers)."""
+                    density: bool, on_fold: Callable[[Detector, Tensor], None] | None = None,
+                    memory: bool = True) -> CoarseScores:
+    """`CoarseScores` of every embedded training image, its memory (where ``memory``) and its
+    density (where ``density``) fitted on the other ``folds`` (held-out scores: in-sample ones run
+    low, a kNN memory holding the image's own patches most of all); the head's logits are the
+    embedding's (the head holds no image). ``on_fold(fitted, held)`` sees each fold's scorers and
+    its indices (to score more images with the same held-out scorers)."""
     parts: list[tuple[Tensor, CoarseScores]] = []
     for held in folds:
         rest = torch.cat([f for f in folds if f is not held])
-        fitted = fit_embedded(model, train[rest], cfg, moves, "map_max", density=density)
+        fitted = fit_embedded(model, train[rest], cfg, moves, "map_max", density=density,
+                              map_source="memory" if memory else "head")
         parts.append((held, fitted.coarse_scores(train[held])))
         if on_fold is not None:
             on_fold(fitted, held)
@@ -403,11 +405,12 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
     image_score = "map_max" if cfg.image_score == "auto" else cfg.image_score
     map_source = "memory" if cfg.map_source == "auto" else cfg.map_source
     density = ImageScore(image_score).needs_density
-    embedded = embed(model, train, cfg.patch_layers, density, AnomalyMap(map_source).needs_head)
+    source = AnomalyMap(map_source)
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density, source.needs_head)
     detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source)
     parts = fold_indices(len(train), folds, seed, train.device)
     if parts:
-        normal = held_out_scores(model, embedded, cfg, moves, parts, density)
+        normal = held_out_scores(model, embedded, cfg, moves, parts, density, memory=source.needs_memory)
     else:  # too few images to hold some out: in-sample, and so somewhat low
         normal = detector.coarse_scores(embedded)
     return set_normal_thresholds(detector, normal, cfg.normal_quantile)

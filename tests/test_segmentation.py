@@ -191,3 +191,16 @@ def test_validation_chooses_among_the_three_sources_where_the_network_has_a_head
     # The head and the fusion see the same defects as the memory: one pixel figure per source.
     by_source = {f.map_source: f.pixel_auroc for f in selection.figures}
     assert all(0 <= value <= 1 for value in by_source.values())
+
+
+def test_coarse_scores_gather_puts_every_row_back_in_its_place():
+    from ssad.detector import CoarseScores
+
+    memory = torch.arange(6.0).reshape(6, 1, 1, 1)
+    density = torch.arange(6.0) * 10
+    rows = [torch.tensor([4, 0, 2]), torch.tensor([5, 1, 3])]
+    parts = [(r, CoarseScores(memory[r], None, density[r], 32)) for r in rows]
+    gathered = CoarseScores.gather(parts)
+    assert torch.equal(gathered.memory, memory) and torch.equal(gathered.density, density)
+    assert gathered.head is None and gathered.image_size == 32 and len(gathered) == 6
+    assert [len(b) for b in gathered.batches(4)] == [4, 2]
