@@ -3,8 +3,8 @@
 One step, in order: draw indices -> gather normal images on the device -> light geometric
 augmentation -> `DefectSynthesizer` (colour jitter for all, defects for labels 1 and 2) ->
 ImageNet normalisation -> ResNet-18 -> cross-entropy (plus, with ``train.segmentation``, the
-segmentation head's focal + Dice loss against the defects' masks) -> SGD. Nothing runs on the CPU between
-steps, and the loop reads a value back only when it logs. With ``train.cuda_graph`` on CUDA the
+segmentation head's focal + Dice loss against the defects' masks) -> SGD. Nothing runs on the CPU
+between steps, and the loop reads a value back only when it logs. With ``train.cuda_graph`` on CUDA the
 data side is replayed from a CUDA graph (`ssad.graphs.CudaGraphed`): the same batches, one launch.
 
 Runs on one device, or under ``torchrun --nproc_per_node N`` with DistributedDataParallel (nccl
