@@ -74,8 +74,9 @@ def measure_run(run: Path, data_root: Path, size: int | None, validation: Valida
     score = config.score
     size = size or chosen_size(run, config.data.image_size)
     data = load_category(data_root, config.data.category, image_size=size, progress=False)
-    head = model.segmentation is not None
-    sources = [s for s in MAP_SOURCES if head or not AnomalyMap(s).needs_head]
+    has_head = model.segmentation is not None
+    sources = [s for s in MAP_SOURCES if has_head or not AnomalyMap(s).needs_head]
+    head = config.data.image_size if has_head else 0  # the head sees images at its training size, as a run's
     # As a run fits its detector: held-out normal scores for the standardisations, the memory on all images.
     train = embed(model, data.train, score.patch_layers, pooled=True, head=head)
     folds = fold_indices(len(data.train), validation.folds, validation.seed, data.device)
@@ -101,7 +102,7 @@ def measure_run(run: Path, data_root: Path, size: int | None, validation: Valida
         chosen = json.loads(metrics.read_text())["validation"]
         validation_choice = {k: chosen.get(k, "memory" if k == "map_source" else None)
                              for k in ("image_size", "map_source", "image_score")}
-    return {"run": str(run), "category": config.data.category, "image_size": size, "segmentation": head,
+    return {"run": str(run), "category": config.data.category, "image_size": size, "segmentation": has_head,
             "training_steps": config.train.steps, "seed": config.train.seed,
             "synth_family_probs": list(config.synth.family_probs), "validation_choice": validation_choice,
             "rows": rows}

@@ -164,7 +164,7 @@ class Detector(nn.Module):
 
     def __init__(self, model: PretextModel, density: GaussianDensity | KNNDensity | None,
                  patches: PatchScorer | None, image_size: int, image_score: str | ImageScore = "map_max",
-                 anomaly_map: AnomalyMap | None = None) -> None:
+                 anomaly_map: AnomalyMap | None = None, head_size: int = 0) -> None:
         super().__init__()
         score = image_score if isinstance(image_score, ImageScore) else ImageScore(image_score)
         if score.needs_density and density is None:
@@ -177,6 +177,8 @@ class Detector(nn.Module):
                              "train.segmentation=true, or use score.map_source=\"memory\".")
         self.model, self.density, self.patches, self.image_size = model, density, patches, image_size
         self.image_score, self.anomaly_map = score, anomaly_map
+        #: The side the segmentation head sees the images at (its training size; 0: none used).
+        self.head_size = (head_size or image_size) if anomaly_map.needs_head else 0
         for kind in THRESHOLDS:
             for level in ("image", "pixel"):
                 self.register_buffer(f"{level}_threshold_{kind}", torch.tensor(float("inf")))
@@ -217,15 +219,14 @@ class Detector(nn.Module):
 
     def embed(self, images: Tensor, batch_size: int = _BATCH) -> Embedding:
         """`embed` (N, 3, S, S) uint8 images as this detector needs them."""
-        return embed(self.model, images, self.patch_layers, self.density is not None, self.anomaly_map.needs_head,
-                     batch_size)
+        return embed(self.model, images, self.patch_layers, self.density is not None, self.head_size, batch_size)
 
     def maps_and_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly maps (B, 1, S, S) float and image statistics (B, 3) float (`STATISTICS`; the
         density's column is NaN where no density is fitted) of (B, 3, S, S) float images in
         [0, 1] at the scoring size. The network runs only as deep as what is fitted needs."""
         embedding = _embed_batch(self.model, normalise(x), self.patch_layers, self.density is not None,
-                                 self.anomaly_map.needs_head, x.shape[-1])
+                                 self.head_size)
         return self.score_embedding(embedding)
 
     def coarse_scores(self, embedding: Embedding) -> CoarseScores:
@@ -262,6 +263,7 @@ class Detector(nn.Module):
             "map_source": [self.anomaly_map.kind, self.anomaly_map.sigma],
             "num_classes": self.model.classifier.out_features,
             "segmentation": self.model.segmentation is not None,
+            "head_size": self.head_size,
             "thresholds": self.thresholds,
             "density": density,
             "patches": patches,
@@ -280,37 +282,49 @@ def _given(patches: PatchScorer | None) -> PatchScorer:
     return patches
 
 
-def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled: bool, head: bool,
-                 image_size: int) -> Embedding:
-    """The `Embedding` of normalised images ``x``: the patch ``layers``' stacked features (none
-    for no layers), with ``pooled`` the pooled features, with ``head`` the segmentation head's logits."""
+def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled: bool, head: int) -> Embedding:
+    """The `Embedding` of normalised (B, 3, S, S) images ``x``: the patch ``layers``' stacked
+    features (none for no layers), with ``pooled`` the pooled features, with ``head`` > 0 the
+    segmentation head's logits of the images seen at ``head`` pixels. The head sees them at the
+    side it was trained at: a head trained at 128 px met its defects at that scale, while the
+    memory is fitted at whatever size it scores."""
+    side = x.shape[-1]
+    at_side = head == side
     if pooled:
         vectors, maps = model.embed_and_maps(x)
         vectors = vectors.float()
     else:
-        vectors, maps = None, model.feature_maps(x, MAP_LAYERS if head else layers)
+        vectors = None
+        maps = model.feature_maps(x, MAP_LAYERS if at_side else layers) if layers or at_side else {}
     features = stack_features(maps, layers) if layers else None
-    logits = model.segment_maps(maps).float() if head else None
-    return Embedding(features, vectors, logits, image_size)
+    logits = None
+    if at_side:
+        logits = model.segment_maps(maps).float()
+    elif head:
+        small = F.interpolate(x, size=(head, head), mode="bilinear", antialias=True, align_corners=False)
+        logits = model.segment(small).float()
+    return Embedding(features, vectors, logits, side)
 
 
 @torch.no_grad()
-def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: bool = False,
+def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: int = 0,
           batch_size: int = _BATCH) -> Embedding:
-    """The `Embedding` of (N, 3, S, S) uint8 images (eval mode, in batches)."""
+    """The `Embedding` of (N, 3, S, S) uint8 images (eval mode, in batches); ``head``: the side
+    the segmentation head sees them at (0: no head logits)."""
     model.eval()
-    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head, images.shape[-1])
+    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head)
              for i in range(0, len(images), batch_size)]
     return Embedding(*(None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
                        for name in ("features", "pooled", "head")), images.shape[-1])
 
 
 def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, image_score: str,
-                 density: bool = False, map_source: str = "memory") -> Detector:
+                 density: bool = False, map_source: str = "memory", head_size: int = 0) -> Detector:
     """A `Detector` at ``train``'s side with ``map_source``: its patch scorer (``cfg``, "auto"
     resolved by ``moves``) fitted on the embedded normal images where the map needs one, and its
     image density where ``image_score`` needs it or ``density`` asks for it (``train`` must then
-    hold pooled features); no thresholds yet."""
+    hold pooled features); its head, where the map uses it, seeing images at ``head_size`` (0: the
+    scoring size); no thresholds yet."""
     sigma = scaled_sigma(cfg.sigma, train.image_size)
     anomaly_map = AnomalyMap(map_source, sigma)
     fitted = None
@@ -323,16 +337,17 @@ def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves:
         patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
         patches.fit_stacked(train.features.split(_BATCH))
     device = next(t for t in (train.features, train.pooled, train.head) if t is not None).device
-    return Detector(model, fitted, patches, train.image_size, image_score, anomaly_map).to(device)
+    return Detector(model, fitted, patches, train.image_size, image_score, anomaly_map, head_size).to(device)
 
 
 def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, image_score: str,
-                density: bool = False, map_source: str = "memory") -> Detector:
+                density: bool = False, map_source: str = "memory", head_size: int = 0) -> Detector:
     """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side."""
     needs = density or ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs, source.needs_head)
-    return fit_embedded(model, embedded, cfg, moves, image_score, density, map_source)
+    head = (head_size or train.shape[-1]) if source.needs_head else 0
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs, head)
+    return fit_embedded(model, embedded, cfg, moves, image_score, density, map_source, head_size)
 
 
 def fold_indices(count: int, folds: int, seed: int, device: torch.device | str = "cpu") -> list[Tensor]:
@@ -395,19 +410,22 @@ def calibrate_map(anomaly_map: AnomalyMap, normal: CoarseScores) -> AnomalyMap:
 
 
 def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool,
-                 folds: int = ValidationConfig.folds, seed: int = ValidationConfig.seed) -> Detector:
+                 folds: int = ValidationConfig.folds, seed: int = ValidationConfig.seed,
+                 head_size: int = 0) -> Detector:
     """Fit a detector with the settings of ``cfg`` (an "auto" image score is "map_max", an "auto"
     map source "memory": nothing is chosen here; `ssad.selection.select_and_fit` chooses) on
     (N, 3, S, S) uint8 normal ``train`` images, scoring at their side; its "normal" thresholds
     (and the fusions' standardisation) come from held-out scores, ``folds``-fold, or in-sample
     where there are fewer than ``2 * folds`` images. ``folds`` and ``seed`` default to
-    `ValidationConfig`'s: the folds a run holds out with default settings."""
+    `ValidationConfig`'s: the folds a run holds out with default settings. ``head_size``: the
+    side the segmentation head sees images at, its training size (0: the scoring size)."""
     image_score = "map_max" if cfg.image_score == "auto" else cfg.image_score
     map_source = "memory" if cfg.map_source == "auto" else cfg.map_source
     density = ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density, source.needs_head)
-    detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source)
+    head = (head_size or train.shape[-1]) if source.needs_head else 0
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density, head)
+    detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source, head_size=head_size)
     parts = fold_indices(len(train), folds, seed, train.device)
     if parts:
         normal = held_out_scores(model, embedded, cfg, moves, parts, density, memory=source.needs_memory)
@@ -458,7 +476,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     detector = Detector(PretextModel(num_classes=spec["num_classes"], segmentation=spec.get("segmentation", False)),
                         density, patches, spec["image_size"],
                         spec.get("image_score", "density"),  # detectors saved before image_score
-                        AnomalyMap(source, sigma))
+                        AnomalyMap(source, sigma), spec.get("head_size", 0))
     # The fitted buffers exist only once fitted: register them from the file, then load the rest.
     for key in [k for k in state if k.startswith(("density.", "patches.", "image_score.", "anomaly_map."))]:
         owner, name = key.split(".", 1)

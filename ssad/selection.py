@@ -203,11 +203,12 @@ def select_and_fit(
 
     first = load(sizes[0])
     if not validation_plan(len(first.train), validation)[0]:  # too few to hold out folds: the first candidates
-        return _without_validation(model, first, score, sources[0], kinds[0], decided, start,
+        return _without_validation(model, first, score, sources[0], kinds[0], decided, start, training_size,
                                    f"{len(first.train)} training images are too few to hold out "
                                    f"{validation.folds} folds (at least {2 * validation.folds} needed)")
     density = any(ImageScore(k).needs_density for k in kinds)
-    head = any(AnomalyMap(s).needs_head for s in sources)
+    # The head sees every image at the side it was trained at (`ssad.detector.embed`).
+    head = training_size if any(AnomalyMap(s).needs_head for s in sources) else 0
     figures: list[CandidateFigures] = []
     normal: dict[int, CoarseScores] = {}  # held-out scores at each size: the chosen one's set the thresholds
     bar = tqdm(total=len(sizes) * validation.folds, desc="validation", unit="fit", disable=not progress)
@@ -219,7 +220,8 @@ def select_and_fit(
 
     chosen = choose(figures)
     data = load(chosen.image_size)
-    detector = fit_scorers(model, data.train, score, data.moves, chosen.image_score, map_source=chosen.map_source)
+    detector = fit_scorers(model, data.train, score, data.moves, chosen.image_score, map_source=chosen.map_source,
+                           head_size=training_size)
     set_normal_thresholds(detector, normal[chosen.image_size], score.normal_quantile)
     selection = Selection(
         image_size=chosen.image_size, image_score=chosen.image_score, map_source=chosen.map_source,
@@ -280,10 +282,11 @@ class SizeValidation:
 
 def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, validation: ValidationConfig,
                   folds: list[Tensor], positions: Tensor, density: bool, reference: CategoryData | None = None,
-                  on_fold: Callable[[], None] | None = None, head: bool = False) -> SizeValidation:
+                  on_fold: Callable[[], None] | None = None, head: int = 0) -> SizeValidation:
     """Score ``data``'s training images and the synthetic defects on those at ``positions`` (V,)
     int64 (drawn on ``reference``, `validation_set`) with memories fitted on the other ``folds``
-    (the image density too, where ``density``; the head's logits too, where ``head``);
+    (the image density too, where ``density``; the head's logits too, of the images seen at
+    ``head`` pixels, where ``head`` > 0);
     ``on_fold()`` is called after each fold."""
     defects = validation_set(data, positions, validation.families, validation.seed, reference)
     is_validation = torch.zeros(len(data.train), dtype=torch.bool, device=data.device)
@@ -309,7 +312,7 @@ def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, v
 
 
 def validate_sizes(model: PretextModel, load: Callable[[int], CategoryData], score: ScoreConfig,
-                   validation: ValidationConfig, sizes: list[int], density: bool, head: bool = False,
+                   validation: ValidationConfig, sizes: list[int], density: bool, head: int = 0,
                    on_fold: Callable[[], None] | None = None) -> Iterator[SizeValidation]:
     """`validate_size` at each of ``sizes`` (ascending): the folds and the validation images are
     planned once, the defects drawn on the largest size and replayed at the others, so every size
@@ -326,10 +329,11 @@ def validate_sizes(model: PretextModel, load: Callable[[int], CategoryData], sco
 
 
 def _without_validation(model: PretextModel, data: CategoryData, score: ScoreConfig, source: str, kind: str,
-                        decided: dict[str, str], start: float, why: str) -> tuple[Detector, Selection]:
+                        decided: dict[str, str], start: float, training_size: int,
+                        why: str) -> tuple[Detector, Selection]:
     """The fallback for tiny categories: the first candidate size, map source and image score,
     thresholds in-sample."""
-    detector = fit_scorers(model, data.train, score, data.moves, kind, map_source=source)
+    detector = fit_scorers(model, data.train, score, data.moves, kind, map_source=source, head_size=training_size)
     set_normal_thresholds(detector, detector.coarse_scores(detector.embed(data.train)), score.normal_quantile)
     decided = {k: "default" if v == "validation" else v for k, v in decided.items()}
     note = (f"no validation: {why}; scoring at {data.image_size} px with the {source} map and the {kind} image "

@@ -145,9 +145,12 @@ def test_the_head_map_needs_a_network_with_a_head(train_images, demo_root, tmp_p
 
 @pytest.mark.parametrize("source", ["head", "fusion"])
 def test_a_head_detector_saves_loads_predicts_and_exports_with_its_map(source, headed, train_images, tmp_path):
+    # The head sees the images at half the scoring side, as a head trained at 128 px does at 256 px.
     detector = fit_detector(headed, train_images, ScoreConfig(map_source=source, image_score="fusion",
-                                                              patch_memory=200), moves=False, folds=3)
-    assert detector.anomaly_map.kind == source
+                                                              patch_memory=200), moves=False, folds=3,
+                            head_size=SIZE // 2)
+    assert detector.anomaly_map.kind == source and detector.head_size == SIZE // 2
+    assert detector.embed(train_images[:2]).head.shape[-2:] == (SIZE // 8, SIZE // 8)
     assert (detector.patches is None) == (source == "head")  # the head alone fits no memory
     assert detector.anomaly_map.calibrated == (source == "fusion") and detector.image_score.calibrated
     images = torch.rand(3, 3, 80, 72, generator=torch.Generator().manual_seed(1))
@@ -155,6 +158,7 @@ def test_a_head_detector_saves_loads_predicts_and_exports_with_its_map(source, h
     detector.save(tmp_path / "detector.pt")
     loaded = load_detector(tmp_path / "detector.pt")
     assert loaded.anomaly_map.kind == source and loaded.model.segmentation is not None
+    assert loaded.head_size == SIZE // 2
     for theirs, mine in zip(loaded(images), ours):
         torch.testing.assert_close(theirs, mine)
     for name, (file_name, write) in FORMATS.items():
@@ -181,13 +185,16 @@ def test_a_head_detector_saves_loads_predicts_and_exports_with_its_map(source, h
 
 def test_validation_chooses_among_the_three_sources_where_the_network_has_a_head(headed, demo_root, tmp_path):
     load = lambda size: load_category(demo_root, "demo_object", image_size=size, cache_dir=tmp_path, progress=False)
-    detector, selection = select_and_fit(headed, load, SCORE, ValidationConfig(sizes=(0,), images=10), SIZE, False)
-    assert [(f.map_source, f.image_score) for f in selection.figures] == \
-        [(source, kind) for source in MAP_SOURCES for kind in IMAGE_SCORES]
+    detector, selection = select_and_fit(headed, load, SCORE, ValidationConfig(sizes=(0, 96), images=10), SIZE,
+                                         False)
+    assert [f.setting for f in selection.figures] == \
+        [(size, source, kind) for size in (SIZE, 96) for source in MAP_SOURCES for kind in IMAGE_SCORES]
     chosen = choose(selection.figures)
     assert selection.setting == chosen.setting
     assert (detector.anomaly_map.kind, detector.image_score.kind) == (chosen.map_source, chosen.image_score)
     assert selection.decided_by["map_source"] == "validation"
+    # At every scoring size the head sees the images at its training size.
+    assert detector.head_size == (SIZE if detector.anomaly_map.needs_head else 0)
     # The head and the fusion see the same defects as the memory: one pixel figure per source.
     by_source = {f.map_source: f.pixel_auroc for f in selection.figures}
     assert all(0 <= value <= 1 for value in by_source.values())
