@@ -26,7 +26,9 @@ detector needed anyway. A setting given in the config is not chosen: it is the o
 its kind, and its validation figures are still reported.
 
 The validation defects (Perlin fills, Poisson patches) are not the pretext's polygons and scars, on
-which the head was trained: the head is measured on defects it has not seen, as on real ones.
+which the head was trained: the head is measured on defects it has not seen, as on real ones
+(unless ``synth.family_probs`` puts the validation's family into the pretext too: then validation
+favours the head).
 
 Cost: ``folds`` fits of the scorers per candidate size (the map sources and image scores share
 them: the held-out scores are kept on their coarse grids, `ssad.detector.CoarseScores`) plus the final
