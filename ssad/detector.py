@@ -96,9 +96,6 @@ class Embedding:
         return Embedding(*(None if t is None else t[index] for t in (self.features, self.pooled, self.head)),
                          self.image_size)
 
-    def __len__(self) -> int:
-        return len(next(t for t in (self.features, self.pooled, self.head) if t is not None))
-
 
 @dataclass(frozen=True)
 class CoarseScores:
@@ -345,9 +342,15 @@ def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: boo
     """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side."""
     needs = density or ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    head = (head_size or train.shape[-1]) if source.needs_head else 0
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs, head)
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs,
+                     _head_side(source, head_size, train.shape[-1]))
     return fit_embedded(model, embedded, cfg, moves, image_score, density, map_source, head_size)
+
+
+def _head_side(source: AnomalyMap, head_size: int, side: int) -> int:
+    """The side `embed` shows the head the images at: ``head_size`` (0: their own ``side``), or 0
+    where ``source`` draws no head map."""
+    return (head_size or side) if source.needs_head else 0
 
 
 def fold_indices(count: int, folds: int, seed: int, device: torch.device | str = "cpu") -> list[Tensor]:
@@ -423,8 +426,8 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
     map_source = "memory" if cfg.map_source == "auto" else cfg.map_source
     density = ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    head = (head_size or train.shape[-1]) if source.needs_head else 0
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density, head)
+    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density,
+                     _head_side(source, head_size, train.shape[-1]))
     detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source, head_size=head_size)
     parts = fold_indices(len(train), folds, seed, train.device)
     if parts:
