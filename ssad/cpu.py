@@ -5,19 +5,45 @@ large CPU tensor made per step (a 64 x 3 x 256 x 256 float batch is 50 MB) pays 
 first touch; on virtual machines those dominate the synthesis step. `retain_freed_memory` asks
 glibc to serve them from its heap and keep freed memory for reuse. It is process-wide: ssad's
 CLI and benchmarks call it on the CPU; a library user may call it in their own program.
+
+Kept memory is never given back: after training, fitting and scoring allocate tensors of many
+sizes, and a heap that keeps every freed block grows to their sum. `python -m ssad.run` keeps freed
+memory while it trains only (`freed_memory_kept`), then restores glibc's defaults and hands the
+heap's free pages back (`release_freed_memory`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["retain_freed_memory", "native_bf16"]
+__all__ = ["retain_freed_memory", "release_freed_memory", "freed_memory_kept", "native_bf16"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+#: glibc's default for both thresholds (128 KiB).
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+def _set_thresholds(mmap: int, trim: int) -> bool:
+    libc = _libc()
+    # mallopt returns 1 on success; both are needed: without the trim threshold freed blocks at
+    # the top of the heap are handed back to the system anyway.
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
 
 
 def retain_freed_memory() -> bool:
@@ -25,15 +51,31 @@ def retain_freed_memory() -> bool:
 
     Returns True when applied, False where the C library is not glibc (nothing changes there).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    return _set_thresholds(1 << 30, (1 << 31) - 1)
+
+
+def release_freed_memory() -> bool:
+    """Undo `retain_freed_memory` (glibc's default thresholds) and give the heap's free pages
+    back to the system (``malloc_trim``). Returns False where the C library is not glibc."""
+    libc = _libc()
+    if libc is None or not _set_thresholds(_GLIBC_DEFAULT_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD):
         return False
-    # mallopt returns 1 on success; both are needed: without the trim threshold freed blocks at
-    # the top of the heap are handed back to the system anyway.
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    libc.malloc_trim(0)
+    return True
+
+
+@contextmanager
+def freed_memory_kept(keep: bool = True) -> Iterator[None]:
+    """`retain_freed_memory` inside the block (where ``keep``), `release_freed_memory` after it:
+    for a phase that allocates the same large tensors again and again (a training loop)."""
+    if not keep:
+        yield
+        return
+    retain_freed_memory()
+    try:
+        yield
+    finally:
+        release_freed_memory()
 
 
 def native_bf16() -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -44,19 +43,21 @@ def roc_picture(curves: dict[str, tuple[Tensor, Tensor]], path: Path, size: int 
     for i, (name, (scores, labels)) in enumerate(curves.items()):
         fpr, tpr, _ = roc_curve(scores.flatten(), labels.flatten())
         area = float(torch.trapezoid(tpr, fpr))
-        points = _thin([at(float(x), float(y)) for x, y in zip(fpr, tpr)])
+        keep = _thinned(len(fpr))
+        points = [at(x, y) for x, y in zip(fpr[keep].tolist(), tpr[keep].tolist())]
         colour = _CURVE_COLOURS[i % len(_CURVE_COLOURS)]
         draw.line(points, fill=colour, width=2)
         draw.text((margin + 10, margin + 10 + 16 * i), f"{name}: AUROC {area:.3f}", fill=colour)
     save_png(picture, path)
 
 
-def _thin(points: list[tuple[float, float]], most: int = 4000) -> list[tuple[float, float]]:
-    """At most ``most`` points of a curve (pixel ROC curves have millions), keeping both ends."""
-    if len(points) <= most:
-        return points
-    keep = np.linspace(0, len(points) - 1, most).round().astype(int)
-    return [points[i] for i in keep]
+def _thinned(count: int, most: int = 4000) -> Tensor:
+    """(min(count, most),) int64 evenly spaced indices of a curve of ``count`` points, both ends
+    kept: a pixel ROC curve has millions of points, and only the chosen ones may become Python
+    objects (millions of them would take gigabytes)."""
+    if count <= most:
+        return torch.arange(count)
+    return torch.linspace(0, count - 1, most).round().long()
 
 
 def heat_colours(values: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ import ssad
 from ssad.atomic import save_png, write_json
 from ssad.cli import command_parser
 from ssad.config import RunConfig, load_config
-from ssad.cpu import retain_freed_memory
+from ssad.cpu import freed_memory_kept
 from ssad.data import (
     DEMO_CATEGORIES,
     CategoryData,
@@ -133,7 +133,6 @@ def _main(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else init_distributed()
     notes = RunNotes()
     if device.type == "cpu":
-        retain_freed_memory()  # large per-step tensors reuse memory instead of faulting in fresh pages
         if not args.device:
             notes.add("no GPU found: running on the CPU (slow at the default schedule; see configs/cpu.toml).")
         if config.train.cpu_amp and not config.train.uses_amp(device):
@@ -188,7 +187,10 @@ def run_one(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(config, data, run_dir, resume=options.resume, progress=options.progress)
+        # On the CPU the training step's large tensors reuse freed memory instead of faulting in fresh
+        # pages; fitting and scoring then run with glibc's defaults, which give freed memory back.
+        with freed_memory_kept(device.type == "cpu"):
+            result = train(config, data, run_dir, resume=options.resume, progress=options.progress)
         for warning in caught:
             notes.add(str(warning.message))
     if not _is_main_process():  # other ranks only helped to train
