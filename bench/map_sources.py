@@ -33,7 +33,7 @@ from ssad.checkpoint import load_run_model
 from ssad.config import ValidationConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import GOOD
-from ssad.detector import embed, fit_embedded, fold_indices, held_out_scores, map_for, scaled_sigma, score_coarse
+from ssad.detector import embed, fit_scorers, fold_indices, held_out_scores, map_for, scaled_sigma, score_coarse
 from ssad.evaluate import measure
 from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
@@ -78,10 +78,9 @@ def measure_run(run: Path, data_root: Path, size: int | None, validation: Valida
     sources = [s for s in MAP_SOURCES if has_head or not AnomalyMap(s).needs_head]
     head = config.data.image_size if has_head else 0  # the head sees images at its training size, as a run's
     # As a run fits its detector: held-out normal scores for the standardisations, the memory on all images.
-    train = embed(model, data.train, score.patch_layers, pooled=True, head=head)
     folds = fold_indices(len(data.train), validation.folds, validation.seed, data.device)
-    normal = held_out_scores(model, train, score, data.moves, folds, density=True)
-    fitted = fit_embedded(model, train, score, data.moves, "map_max", density=True)
+    normal = held_out_scores(model, data.train, score, data.moves, folds, density=True, head=head)
+    fitted = fit_scorers(model, data.train, score, data.moves, "map_max", density=True, head_size=head)
     test = fitted.coarse_scores(embed(model, data.test, score.patch_layers, pooled=True, head=head))
     rows = []
     for source in sources:

@@ -70,7 +70,7 @@ def test_figures(model: PretextModel, data: CategoryData, score: ScoreConfig, no
     """Each image score's figures on the real test split at ``data``'s size (scorers fitted on all
     training images; the fusion standardised on the held-out ``normal`` (N, 3) statistics)."""
     detector = fit_scorers(model, data.train, score, data.moves, "map_max", density=True)
-    maps, statistics = score_coarse(detector.anomaly_map, detector.coarse_scores(detector.embed(data.test)), BATCH)
+    maps, statistics = score_coarse(detector.anomaly_map, detector.coarse_scores_of(data.test), BATCH)
     known = data.test_mask_known
     has_masks = bool((known & (data.test_labels == 1)).any())
     pixel = pixel_auroc(maps[known], data.test_masks[known]) if has_masks else float("nan")

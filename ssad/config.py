@@ -133,6 +133,10 @@ class ScoreConfig:
     #: All of them led PaDiM's random 100 at 320 px (bench/results/channels_320.json).
     patch_channels: int = 0
     patch_memory: int = 10_000
+    #: The kNN memory's candidates: each training image's patches are cut to its share of this
+    #: many before the coreset is chosen among them (`ssad.score.PatchKNN`), so fitting costs the
+    #: same time and memory per image whatever the training set's size.
+    patch_candidates: int = 200_000
     sigma: float = 4.0
     #: The side, in pixels, the detector scores images at: the network is convolutional, and one
     #: trained at 128 px sees defects of a pixel or two there better at a larger size. 0: the
@@ -165,6 +169,9 @@ class ScoreConfig:
             raise ValueError(f"score.patch_channels={self.patch_channels}: use 0 (all channels) or a positive count.")
         if self.patch_memory < 1:
             raise ValueError(f"score.patch_memory={self.patch_memory}: must be >= 1.")
+        if self.patch_candidates < self.patch_memory:
+            raise ValueError(f"score.patch_candidates={self.patch_candidates}: must be at least score.patch_memory "
+                             f"({self.patch_memory}), the features the memory keeps among them.")
 
     def patch_scorer_for(self, moves: bool) -> str:
         """The patch scorer to use: ``patch_scorer``, with "auto" resolved by whether the object moves."""

@@ -25,7 +25,7 @@ users without labelled defects: a new normal image is flagged with a probability
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,10 +41,18 @@ from ssad.config import ScoreConfig, ValidationConfig
 from ssad.image_score import STATISTICS, ImageScore, map_statistics
 from ssad.model import MAP_LAYERS, PretextModel, normalise
 from ssad.registry import DENSITIES, PATCH_SCORERS
-from ssad.score import GaussianDensity, KNNDensity, PatchScorer, create_density, create_patch_scorer, stack_features
+from ssad.score import (
+    GaussianDensity,
+    KNNDensity,
+    PatchKNN,
+    PatchScorer,
+    create_density,
+    create_patch_scorer,
+    stack_features,
+)
 
 __all__ = [
-    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "fit_detector", "fit_embedded",
+    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector", "fit_embedded",
     "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
     "load_detector",
     "find_detector", "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
@@ -91,10 +99,24 @@ class Embedding:
     head: Tensor | None
     image_size: int
 
-    def __getitem__(self, index: Tensor) -> Embedding:
-        """The embedding of the images at ``index`` (N,) int64 or bool."""
+    def __getitem__(self, index: Tensor | slice) -> Embedding:
+        """The embedding of the images at ``index`` (N,) int64 or bool, or a slice."""
         return Embedding(*(None if t is None else t[index] for t in (self.features, self.pooled, self.head)),
                          self.image_size)
+
+    def batches(self, batch_size: int = _BATCH) -> Iterator[Embedding]:
+        count = len(next(t for t in (self.features, self.pooled, self.head) if t is not None))
+        return (self[i : i + batch_size] for i in range(0, count, batch_size))
+
+    def without_features(self) -> Embedding:
+        return Embedding(None, self.pooled, self.head, self.image_size)
+
+    @staticmethod
+    def cat(parts: list[Embedding], image_size: int) -> Embedding:
+        """One embedding of ``parts`` in order (of images at ``image_size``; none: all None)."""
+        return Embedding(*(None if not parts or getattr(parts[0], name) is None
+                           else torch.cat([getattr(p, name) for p in parts])
+                           for name in ("features", "pooled", "head")), image_size)
 
 
 @dataclass(frozen=True)
@@ -214,10 +236,6 @@ class Detector(nn.Module):
         """The layers the patch scorer reads (none without one)."""
         return () if self.patches is None else self.patches.layers
 
-    def embed(self, images: Tensor, batch_size: int = _BATCH) -> Embedding:
-        """`embed` (N, 3, S, S) uint8 images as this detector needs them."""
-        return embed(self.model, images, self.patch_layers, self.density is not None, self.head_size, batch_size)
-
     def maps_and_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly maps (B, 1, S, S) float and image statistics (B, 3) float (`STATISTICS`; the
         density's column is NaN where no density is fitted) of (B, 3, S, S) float images in
@@ -234,6 +252,17 @@ class Detector(nn.Module):
             else self.patches.grid_scores(embedding.features)
         density = None if self.density is None else self.density.score(embedding.pooled)
         return CoarseScores(memory, embedding.head, density, embedding.image_size)
+
+    def embed(self, images: Tensor, batch_size: int = _BATCH) -> Embedding:
+        """`embed` (N, 3, S, S) uint8 images as this detector needs them."""
+        return embed(self.model, images, self.patch_layers, self.density is not None, self.head_size, batch_size)
+
+    def coarse_scores_of(self, images: Tensor, batch_size: int = _BATCH) -> CoarseScores:
+        """`coarse_scores` of (N, 3, S, S) uint8 images at the scoring size, embedded batch by batch."""
+        parts = [self.coarse_scores(part) for part in embed_batches(
+            self.model, images, self.patch_layers, self.density is not None, self.head_size, batch_size)]
+        return CoarseScores(*(None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+                              for name in ("memory", "head", "density")), images.shape[-1])
 
     def score_embedding(self, embedding: Embedding) -> tuple[Tensor, Tensor]:
         """`maps_and_statistics` of images already embedded (`embed`, at the scoring size)."""
@@ -304,15 +333,55 @@ def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled
 
 
 @torch.no_grad()
+def embed_batches(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: int = 0,
+                  batch_size: int = _BATCH) -> Iterator[Embedding]:
+    """The `Embedding` of (N, 3, S, S) uint8 images, one batch of ``batch_size`` at a time (eval
+    mode): a training set's patch features need never be held all at once. ``head``: the side the
+    segmentation head sees them at (0: no head logits)."""
+    model.eval()
+    for i in range(0, len(images), batch_size):
+        yield _embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head)
+
+
 def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: int = 0,
           batch_size: int = _BATCH) -> Embedding:
-    """The `Embedding` of (N, 3, S, S) uint8 images (eval mode, in batches); ``head``: the side
-    the segmentation head sees them at (0: no head logits)."""
-    model.eval()
-    parts = [_embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head)
-             for i in range(0, len(images), batch_size)]
-    return Embedding(*(None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
-                       for name in ("features", "pooled", "head")), images.shape[-1])
+    """`embed_batches`, all of them in one `Embedding`."""
+    return Embedding.cat(list(embed_batches(model, images, layers, pooled, head, batch_size)), images.shape[-1])
+
+
+def _new_patch_scorer(cfg: ScoreConfig, moves: bool, sigma: float) -> PatchScorer:
+    """The patch scorer ``cfg`` names ("auto" resolved by ``moves``), not fitted yet."""
+    name = cfg.patch_scorer_for(moves)
+    options = dict(channels=cfg.patch_channels, sigma=sigma, layers=cfg.patch_layers)
+    if name == "knn":
+        options.update(memory=cfg.patch_memory, candidates=cfg.patch_candidates)
+    return create_patch_scorer(name, **options)
+
+
+def _fit_batches(model: PretextModel, batches: Iterator[Embedding], images: int, image_size: int, cfg: ScoreConfig,
+                 moves: bool, image_score: str, density: bool, map_source: str, head_size: int) -> Detector:
+    """A `Detector` fitted on the normal images embedded batch by batch (``images`` of them, at
+    ``image_size``): their features stream into the patch scorer, their pooled features and head
+    logits (small) are kept for the density."""
+    anomaly_map = AnomalyMap(map_source, scaled_sigma(cfg.sigma, image_size))
+    kept: list[Embedding] = []
+
+    def features() -> Iterator[Tensor]:
+        for part in batches:
+            kept.append(part.without_features())
+            yield part.features
+
+    patches = None
+    if anomaly_map.needs_memory:
+        patches = _new_patch_scorer(cfg, moves, anomaly_map.sigma).fit_stacked(features(), images)
+    else:
+        kept = [part.without_features() for part in batches]
+    train = Embedding.cat(kept, image_size)
+    fitted = None
+    if density or ImageScore(image_score).needs_density:
+        fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
+    device = next(model.parameters()).device
+    return Detector(model, fitted, patches, image_size, image_score, anomaly_map, head_size).to(device)
 
 
 def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, image_score: str,
@@ -322,29 +391,21 @@ def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves:
     image density where ``image_score`` needs it or ``density`` asks for it (``train`` must then
     hold pooled features); its head, where the map uses it, seeing images at ``head_size`` (0: the
     scoring size); no thresholds yet."""
-    sigma = scaled_sigma(cfg.sigma, train.image_size)
-    anomaly_map = AnomalyMap(map_source, sigma)
-    fitted = None
-    if density or ImageScore(image_score).needs_density:
-        fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
-    patches = None
-    if anomaly_map.needs_memory:
-        name = cfg.patch_scorer_for(moves)
-        options = dict(channels=cfg.patch_channels, sigma=sigma, layers=cfg.patch_layers)
-        patches = create_patch_scorer(name, **options, **({"memory": cfg.patch_memory} if name == "knn" else {}))
-        patches.fit_stacked(train.features.split(_BATCH))
-    device = next(t for t in (train.features, train.pooled, train.head) if t is not None).device
-    return Detector(model, fitted, patches, train.image_size, image_score, anomaly_map, head_size).to(device)
+    count = len(next(t for t in (train.features, train.pooled, train.head) if t is not None))
+    return _fit_batches(model, train.batches(), count, train.image_size, cfg, moves, image_score, density,
+                        map_source, head_size)
 
 
 def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, image_score: str,
                 density: bool = False, map_source: str = "memory", head_size: int = 0) -> Detector:
-    """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side."""
+    """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side: embedded
+    and fitted batch by batch, so the patch features of the whole set are never held at once."""
     needs = density or ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), needs,
-                     _head_side(source, head_size, train.shape[-1]))
-    return fit_embedded(model, embedded, cfg, moves, image_score, density, map_source, head_size)
+    batches = embed_batches(model, train, cfg.patch_layers if source.needs_memory else (), needs,
+                            _head_side(source, head_size, train.shape[-1]))
+    return _fit_batches(model, batches, len(train), train.shape[-1], cfg, moves, image_score, density, map_source,
+                        head_size)
 
 
 def _head_side(source: AnomalyMap, head_size: int, side: int) -> int:
@@ -362,22 +423,57 @@ def fold_indices(count: int, folds: int, seed: int, device: torch.device | str =
     return [part.to(device) for part in order.chunk(folds)]
 
 
-def held_out_scores(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
+def held_out_scores(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, folds: list[Tensor],
                     density: bool, on_fold: Callable[[Detector, Tensor], None] | None = None,
-                    memory: bool = True) -> CoarseScores:
-    """`CoarseScores` of every embedded training image, its memory (where ``memory``) and its
-    density (where ``density``) fitted on the other ``folds`` (held-out scores: in-sample ones run
-    low, a kNN memory holding the image's own patches most of all); the head's logits are the
-    embedding's (the head holds no image). ``on_fold(fitted, held)`` sees each fold's scorers and
-    its indices (to score more images with the same held-out scorers)."""
+                    memory: bool = True, head: int = 0) -> CoarseScores:
+    """`CoarseScores` of every (N, 3, S, S) uint8 normal ``train`` image, its memory (where
+    ``memory``) and its density (where ``density``) fitted on the other ``folds`` (held-out
+    scores: in-sample ones run low, a kNN memory holding the image's own patches most of all); the
+    head's logits (of the images seen at ``head`` pixels, 0: none) are the image's own (the head
+    holds no image). ``on_fold(fitted, held)`` sees each fold's scorers and its indices (to score
+    more images with the same held-out scorers).
+
+    The images are embedded batch by batch, never all their patch features at once. A kNN memory
+    is fitted once for all folds (`ssad.score.PatchKNN.fit_folds`: one coreset per fold, each fold
+    scored by the others'); other patch scorers are fitted again on each fold's complement.
+    """
+    side = train.shape[-1]
+    layers = cfg.patch_layers if memory else ()
+    fold_of = torch.empty(len(train), dtype=torch.int64, device=train.device)
+    for i, held in enumerate(folds):
+        fold_of[held] = i
+    sigma = scaled_sigma(cfg.sigma, side)
+    scorer = _new_patch_scorer(cfg, moves, sigma) if memory else None
+    kept: list[Embedding] = []
+
+    def features(batches: Iterator[Embedding], keep: bool) -> Iterator[Tensor]:
+        for part in batches:
+            if keep:
+                kept.append(part.without_features())
+            yield part.features
+
+    one_fit = isinstance(scorer, PatchKNN)
+    if one_fit:
+        scorer.fit_folds(features(embed_batches(model, train, layers, density, head), keep=True), fold_of)
+    else:
+        kept = list(embed_batches(model, train, (), density, head))
+    embedded = Embedding.cat(kept, side)
     parts: list[tuple[Tensor, CoarseScores]] = []
-    for held in folds:
-        rest = torch.cat([f for f in folds if f is not held])
-        fitted = fit_embedded(model, train[rest], cfg, moves, "map_max", density=density,
-                              map_source="memory" if memory else "head")
-        parts.append((held, fitted.coarse_scores(train[held])))
+    for i, held in enumerate(folds):
+        rest = (fold_of != i).nonzero().squeeze(1)
+        patches = None
+        if memory:
+            patches = scorer.held_out(i) if one_fit else _new_patch_scorer(cfg, moves, sigma).fit_stacked(
+                features(embed_batches(model, train[rest], layers, False), keep=False), len(rest))
+        fitted = None if not density else create_density(cfg.density, cfg.knn_k).fit(embedded.pooled[rest])
+        detector = Detector(model, fitted, patches, side, "map_max", AnomalyMap("memory" if memory else "head", sigma),
+                            head).to(train.device)
+        grid = None if not memory else torch.cat([patches.grid_scores(f) for f in
+                                                  features(embed_batches(model, train[held], layers, False), False)])
+        own = embedded[held]
+        parts.append((held, CoarseScores(grid, own.head, None if fitted is None else fitted.score(own.pooled), side)))
         if on_fold is not None:
-            on_fold(fitted, held)
+            on_fold(detector, held)
     return CoarseScores.gather(parts)
 
 
@@ -426,14 +522,13 @@ def fit_detector(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bo
     map_source = "memory" if cfg.map_source == "auto" else cfg.map_source
     density = ImageScore(image_score).needs_density
     source = AnomalyMap(map_source)
-    embedded = embed(model, train, cfg.patch_layers if source.needs_memory else (), density,
-                     _head_side(source, head_size, train.shape[-1]))
-    detector = fit_embedded(model, embedded, cfg, moves, image_score, map_source=map_source, head_size=head_size)
+    detector = fit_scorers(model, train, cfg, moves, image_score, map_source=map_source, head_size=head_size)
     parts = fold_indices(len(train), folds, seed, train.device)
     if parts:
-        normal = held_out_scores(model, embedded, cfg, moves, parts, density, memory=source.needs_memory)
+        normal = held_out_scores(model, train, cfg, moves, parts, density, memory=source.needs_memory,
+                                 head=_head_side(source, head_size, train.shape[-1]))
     else:  # too few images to hold some out: in-sample, and so somewhat low
-        normal = detector.coarse_scores(embedded)
+        normal = detector.coarse_scores_of(train)
     return set_normal_thresholds(detector, normal, cfg.normal_quantile)
 
 

@@ -226,18 +226,24 @@ class PatchScorer(nn.Module):
     @torch.no_grad()
     def fit(self, model: PretextModel, images: Tensor) -> PatchScorer:
         """Fit on (N, 3, S, S) uint8 normal images."""
-        return self.fit_stacked(self.stack(maps) for maps in self._features(model, images))
+        return self.fit_stacked((self.stack(maps) for maps in self._features(model, images)), len(images))
 
     @torch.no_grad()
-    def fit_stacked(self, stacked: Iterable[Tensor]) -> PatchScorer:
-        """Fit on batches of (b, C, h, w) `stack` features of normal images."""
+    def fit_stacked(self, stacked: Iterable[Tensor], images: int | None = None) -> PatchScorer:
+        """Fit on batches of (b, C, h, w) `stack` features of normal images, consumed one at a time
+        (a generator that embeds them keeps only one batch in memory); ``images``: how many there
+        are in all, where known (`PatchKNN` bounds its memory's candidates by it)."""
+        self._fit(self._kept(stacked), images)
+        return self
+
+    def _kept(self, stacked: Iterable[Tensor]) -> Iterator[Tensor]:
+        """The batches with the scorer's channels only (the fixed random subset drawn here)."""
         generator = torch.Generator().manual_seed(self.seed)
         keep = torch.randperm(_channels_of(self.layers), generator=generator)[: self.channels].sort().values
         batches = iter(stacked)
         first = next(batches)
         _set_buffers(self, keep=keep.to(first.device))
-        self._fit(part[:, self.keep] for part in itertools.chain([first], batches))
-        return self
+        return (part[:, self.keep] for part in itertools.chain([first], batches))
 
     @torch.no_grad()
     def score(self, model: PretextModel, images: Tensor) -> Tensor:
@@ -245,8 +251,8 @@ class PatchScorer(nn.Module):
         size = tuple(images.shape[-2:])
         return torch.cat([self.anomaly_maps(maps, size) for maps in self._features(model, images)])
 
-    def _fit(self, features: Iterator[Tensor]) -> None:
-        """Fit on batches of (b, D, h, w) normal features."""
+    def _fit(self, features: Iterator[Tensor], images: int | None) -> None:
+        """Fit on batches of (b, D, h, w) normal features of ``images`` images (None: unknown)."""
         raise NotImplementedError
 
     def _score(self, features: Tensor) -> Tensor:
@@ -271,7 +277,7 @@ class PatchGaussian(PatchScorer):
         super().__init__(*args, **kwargs)
         self.shared = shared
 
-    def _fit(self, features: Iterator[Tensor]) -> None:
+    def _fit(self, features: Iterator[Tensor], images: int | None) -> None:
         count, total, outer = 0, 0.0, 0.0
         for f in features:
             f = f.double().flatten(2).permute(2, 0, 1)  # (L, b, D)
@@ -299,19 +305,86 @@ class PatchKNN(PatchScorer):
     """Distance to the nearest normal patch feature of any image at any place (a memory bank, as
     in PatchCore): no alignment assumed, so it suits objects that move.
 
-    The bank keeps at most ``memory`` features, a greedy k-centre coreset of all training
-    features (chosen on a random 32-d projection), so scoring cost stays bounded.
+    The bank keeps at most ``memory`` features, chosen in two stages whose cost is bounded
+    whatever the number of training images N: each image's h x w patch features are first cut to
+    its share of ``candidates`` (``candidates / N`` per image, by `greedy_coreset` within the
+    image, so each image's rare patches survive), then a greedy k-centre coreset of ``memory``
+    is chosen among those candidates (on a random 32-d projection). The features are consumed
+    batch by batch: only the candidates are ever held, never every patch of the training set.
+
+    `fit_folds` fits one memory per fold of the training images at once; `held_out` gives the
+    memory without one fold's part, fitted without that fold's images: held-out scores without
+    a refit.
     """
 
-    def __init__(self, *args, memory: int = 10_000, block: int = 1024, **kwargs) -> None:
+    def __init__(self, *args, memory: int = 10_000, candidates: int = 200_000, block: int = 1024,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if memory < 1:
-            raise ValueError(f"memory={memory}: keep at least one feature.")
-        self.memory, self.block = memory, block
+        if memory < 1 or candidates < memory:
+            raise ValueError(f"memory={memory}, candidates={candidates}: keep at least one feature, and at least "
+                             "as many candidates as the memory holds.")
+        self.memory, self.candidates, self.block = memory, candidates, block
+        #: (M,) int64: the fold of the image each bank feature came from (`fit_folds`; zeros
+        #: after a plain fit). Not saved: only the fitting needs it.
+        self.bank_fold: Tensor | None = None
 
-    def _fit(self, features: Iterator[Tensor]) -> None:
-        bank = torch.cat([f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1]) for f in features])
-        _set_buffers(self, bank=bank[greedy_coreset(bank, self.memory, seed=self.seed)])
+    def _fit(self, features: Iterator[Tensor], images: int | None) -> None:
+        self._fit_parts(((f, None) for f in features), images, folds=1)
+
+    @torch.no_grad()
+    def fit_folds(self, stacked: Iterable[Tensor], fold_of: Tensor) -> PatchKNN:
+        """Fit on batches of (b, C, h, w) `stack` features of N normal images, in order, the
+        fold of each given by ``fold_of`` (N,) int64 in [0, F): the bank is the union of one
+        coreset per fold, ``memory / F`` features each, so that `held_out` (f) is a memory of
+        images outside fold f only."""
+        folds = int(fold_of.max()) + 1
+        start = 0
+
+        def tagged() -> Iterator[tuple[Tensor, Tensor]]:
+            nonlocal start
+            for part in self._kept(stacked):
+                yield part, fold_of[start : start + len(part)]
+                start += len(part)
+
+        self._fit_parts(tagged(), len(fold_of), folds)
+        return self
+
+    def held_out(self, fold: int) -> PatchKNN:
+        """A copy whose bank holds the features of every fold but ``fold`` (after `fit_folds`)."""
+        if self.bank_fold is None:
+            raise ValueError("held_out needs a memory fitted by fit_folds.")
+        out = PatchKNN(**{name: getattr(self, name) for name in self.options}, memory=self.memory,
+                       candidates=self.candidates, block=self.block)
+        others = self.bank_fold != fold
+        _set_buffers(out, keep=self.keep, bank=self.bank[others])
+        out.bank_fold = self.bank_fold[others]
+        return out
+
+    def _fit_parts(self, parts: Iterator[tuple[Tensor, Tensor | None]], images: int | None, folds: int) -> None:
+        """Stage 1 on each (b, D, h, w) batch, tagged with its images' folds (None: fold 0), then
+        stage 2 in each fold (see the class)."""
+        candidates, tags = [], []
+        generator = torch.Generator().manual_seed(self.seed)
+        for features, fold in parts:
+            b, d = features.shape[:2]
+            points = features.flatten(2).transpose(1, 2)  # (b, h*w, D)
+            per_image = points.shape[1] if images is None else max(1, -(-self.candidates // images))
+            if per_image < points.shape[1]:
+                chosen = greedy_coreset(points, per_image, generator=generator)  # (b, per_image)
+                points = points.gather(1, chosen[..., None].expand(-1, -1, d))
+            candidates.append(points.reshape(-1, d))
+            fold = torch.zeros(b, dtype=torch.int64, device=features.device) if fold is None else fold
+            tags.append(fold.to(features.device).repeat_interleave(points.shape[1]))
+        candidates, tags = torch.cat(candidates), torch.cat(tags)
+        bank, bank_fold = [], []
+        for f in range(folds):  # the memory's share of each fold: memory // folds, the rest to the first ones
+            members = (tags == f).nonzero().squeeze(1)
+            size = self.memory // folds + (f < self.memory % folds)
+            chosen = members[greedy_coreset(candidates[members], size, generator=generator)]
+            bank.append(candidates[chosen])
+            bank_fold.append(tags[chosen])
+        _set_buffers(self, bank=torch.cat(bank))
+        self.bank_fold = torch.cat(bank_fold)
 
     def _score(self, features: Tensor) -> Tensor:
         b, d, h, w = features.shape
@@ -325,28 +398,34 @@ class PatchKNN(PatchScorer):
         return nearest.reshape(b, 1, h, w)
 
 
-def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 32) -> Tensor:
-    """(min(size, N),) int64 indices of (N, D) ``points`` chosen by greedy k-centre selection:
-    each next point is the one farthest from those chosen, measured on a random projection to
-    ``projection`` dimensions. Covers the feature space evenly, rare features included."""
-    n = len(points)
+def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 32,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """(..., min(size, N)) int64 indices of (..., N, D) ``points`` chosen by greedy k-centre
+    selection, in each leading batch position independently: each next point is the one farthest
+    from those chosen, measured on a random projection to ``projection`` dimensions. Covers the
+    feature space evenly, rare features included. ``generator`` (else one seeded with ``seed``)
+    draws the projection and the first points."""
+    n, dim = points.shape[-2:]
     if size >= n:
-        return torch.arange(n, device=points.device)
-    generator = torch.Generator().manual_seed(seed)
-    if points.shape[1] > projection:
-        matrix = torch.randn(points.shape[1], projection, generator=generator).to(points) / math.sqrt(projection)
-        points = points @ matrix
-    chosen = torch.empty(size, dtype=torch.int64, device=points.device)
-    chosen[0] = int(torch.randint(n, (1,), generator=generator))
-    squares = points.square().sum(dim=1)
-    distance = torch.full((n,), math.inf, device=points.device, dtype=points.dtype)
+        return torch.arange(n, device=points.device).expand(*points.shape[:-2], n)
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+    flat = points.reshape(-1, n, dim)
+    if dim > projection:
+        matrix = torch.randn(dim, projection, generator=generator).to(flat) / math.sqrt(projection)
+        flat = flat @ matrix
+    batch = len(flat)
+    rows = torch.arange(batch, device=flat.device)
+    chosen = torch.empty(batch, size, dtype=torch.int64, device=flat.device)
+    chosen[:, 0] = torch.randint(n, (batch,), generator=generator).to(flat.device)
+    squares = flat.square().sum(dim=2)  # (batch, n)
+    distance = torch.full((batch, n), math.inf, device=flat.device, dtype=flat.dtype)
     for i in range(1, size):  # fitting, not the hot path: one product with the points per centre
-        centre = chosen[i - 1]
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, without an (N, D) temporary
-        to_centre = squares - 2 * (points @ points[centre]) + squares[centre]
+        centre = flat[rows, chosen[:, i - 1]]  # (batch, p)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, without a (batch, n, p) temporary
+        to_centre = squares - 2 * torch.bmm(flat, centre[:, :, None])[:, :, 0] + squares[rows, chosen[:, i - 1], None]
         torch.minimum(distance, to_centre, out=distance)
-        chosen[i] = distance.argmax()
-    return chosen
+        chosen[:, i] = distance.argmax(dim=1)
+    return chosen.reshape(*points.shape[:-2], size)
 
 
 def create_patch_scorer(name: str, **options: Any) -> PatchScorer:

@@ -305,10 +305,10 @@ def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, v
         if on_fold is not None:
             on_fold()
 
-    # Each image is embedded once; the folds' fits and scores share it.
+    # The defective copies (at most validation.images) are embedded once for every fold; the
+    # training images are streamed (`held_out_scores`).
     embedded_defects = embed(model, defects.images, score.patch_layers, density, head)
-    train = embed(model, data.train, score.patch_layers, density, head)
-    normal = held_out_scores(model, train, score, data.moves, folds, density, score_defects)
+    normal = held_out_scores(model, data.train, score, data.moves, folds, density, score_defects, head=head)
     return SizeValidation(data.image_size, scaled_sigma(score.sigma, data.image_size), normal,
                           CoarseScores.gather(defective), positions, defects.masks, defects.family)
 
@@ -336,7 +336,7 @@ def _without_validation(model: PretextModel, data: CategoryData, score: ScoreCon
     """The fallback for tiny categories: the first candidate size, map source and image score,
     thresholds in-sample."""
     detector = fit_scorers(model, data.train, score, data.moves, kind, map_source=source, head_size=training_size)
-    set_normal_thresholds(detector, detector.coarse_scores(detector.embed(data.train)), score.normal_quantile)
+    set_normal_thresholds(detector, detector.coarse_scores_of(data.train), score.normal_quantile)
     decided = {k: "default" if v == "validation" else v for k, v in decided.items()}
     note = (f"no validation: {why}; scoring at {data.image_size} px with the {source} map and the {kind} image "
             "score, in-sample thresholds.")

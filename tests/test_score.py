@@ -167,3 +167,64 @@ def test_greedy_coreset_covers_rare_points_and_is_bounded():
     assert set(range(2000, 2005)) <= set(chosen.tolist())  # every far-off point is a centre
     assert torch.equal(chosen, greedy_coreset(points, 50, seed=1, projection=32))
     assert torch.equal(greedy_coreset(points, 10_000), torch.arange(len(points)))
+
+
+def test_a_batch_of_coresets_is_each_row_s_own_coreset():
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(3, 300, 40, generator=g)
+    batched = greedy_coreset(points, 20, seed=2)
+    assert batched.shape == (3, 20)
+    for row in range(3):  # each row covers its own points: its rare ones are chosen there
+        assert batched[row].unique().numel() == 20
+    points[1, 7] += 50  # an outlier in row 1 only
+    assert 7 in greedy_coreset(points, 20, seed=2)[1].tolist()
+
+
+def _patch_batches(features: torch.Tensor, batch: int = 4):
+    """(N, D, h, w) features, ``batch`` images at a time."""
+    for i in range(0, len(features), batch):
+        yield features[i : i + batch]
+
+
+def test_the_knn_memory_is_chosen_among_all_patches_when_they_fit_the_candidates():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 64, 4, 4, generator=g)  # 12 images x 16 patches = 192 points, layer1's 64 channels
+    scorer = PatchKNN(layers=("layer1",), memory=40, candidates=192, seed=3)
+    scorer.fit_stacked(_patch_batches(features), images=12)
+    points = features.flatten(2).transpose(1, 2).reshape(-1, 64)
+    assert torch.equal(scorer.bank, points[greedy_coreset(points, 40, seed=3)])
+
+
+def test_each_image_keeps_its_share_of_the_candidates_and_its_rare_patches():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 64, 6, 6, generator=g) * 0.1  # 40 images x 36 patches
+    features[13, :, 2, 3] += 25.0  # one rare patch in one image
+    drawn = []
+    scorer = PatchKNN(layers=("layer1",), memory=20, candidates=200, seed=0)
+
+    def counted():
+        for part in _patch_batches(features):
+            drawn.append(len(part))
+            yield part
+
+    scorer.fit_stacked(counted(), images=40)
+    assert sum(drawn) == 40 and len(scorer.bank) == 20
+    assert (scorer.bank - features[13, :, 2, 3]).norm(dim=1).min() < 1e-6  # the rare patch is in the memory
+
+
+def test_a_fold_s_held_out_memory_holds_no_patch_of_its_images():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(15, 64, 3, 3, generator=g)  # every patch distinct: its nearest copy is itself
+    fold_of = torch.arange(15) % 3
+    scorer = PatchKNN(layers=("layer1",), memory=135, candidates=135, seed=0)
+    scorer.fit_folds(_patch_batches(features), fold_of)
+    assert len(scorer.bank) == 135  # every patch kept: 45 per fold
+    # In-sample each patch finds itself (cdist's matrix-product form is exact to about 1e-3).
+    assert scorer.grid_scores(features).abs().max() < 1e-2
+    for fold in range(3):
+        held = scorer.held_out(fold)
+        assert len(held.bank) == 90
+        own = held.grid_scores(features[fold_of == fold])
+        assert own.min() > 0.1  # none of its own patches is left
+    with pytest.raises(ValueError, match="fit_folds"):
+        PatchKNN(layers=("layer1",)).held_out(0)
