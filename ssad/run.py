@@ -163,8 +163,12 @@ def run_one(
     loaded = {data.image_size: data}
 
     def load(size: int) -> CategoryData:
-        """The category at ``size`` pixels, read once per size, of the kind decided at the training size."""
+        """The category at ``size`` pixels, of the kind decided at the training size. Besides the
+        training size, one size is held at a time (a large category's images are hundreds of
+        megabytes per size); another is read again from the disk cache."""
         if size not in loaded:
+            for other in [s for s in loaded if s != data.image_size]:
+                del loaded[other]
             loaded[size] = _load(root, category, size, device, options.progress, notes, kind_from=data)
         return loaded[size]
 

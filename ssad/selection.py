@@ -165,15 +165,15 @@ def validation_plan(count: int, validation: ValidationConfig,
 
 
 def validation_set(data: CategoryData, positions: Tensor, families: tuple[str, ...], seed: int,
-                   reference: CategoryData | None = None) -> SyntheticDefects:
+                   drawn_on: Tensor | None = None) -> SyntheticDefects:
     """Synthetic defects on the training images of ``data`` at ``positions`` (V,) int64: on their
     object masks, Poisson patches from the next training image, Perlin fills from
-    `foreign_sources`; drawn on the ``reference`` (the same category at another size) and replayed
-    at ``data``'s size, so that every size gets the same defects."""
+    `foreign_sources`; drawn on ``drawn_on``, the object masks of those images at another size
+    (the largest candidate size's, `validate_sizes`), and replayed at ``data``'s size, so that every
+    size gets the same defects."""
     others = data.train[(positions + 1) % len(data.train)]
     return synthetic_defects(data.train[positions], positions, data.object_masks_at(positions), others,
-                             foreign_sources(data), families, seed,
-                             drawn_on=None if reference is None else reference.object_masks_at(positions))
+                             foreign_sources(data), families, seed, drawn_on=drawn_on)
 
 
 def select_and_fit(
@@ -203,10 +203,10 @@ def select_and_fit(
     decided = {name: "validation" if getattr(score, name) == "auto" else "config"
                for name in ("image_size", "map_source", "image_score")}
 
-    first = load(sizes[0])
-    if not validation_plan(len(first.train), validation)[0]:  # too few to hold out folds: the first candidates
-        return _without_validation(model, first, score, sources[0], kinds[0], decided, start, training_size,
-                                   f"{len(first.train)} training images are too few to hold out "
+    count = len(load(sizes[0]).train)
+    if not validation_plan(count, validation)[0]:  # too few to hold out folds: the first candidates
+        return _without_validation(model, load(sizes[0]), score, sources[0], kinds[0], decided, start,
+                                   training_size, f"{count} training images are too few to hold out "
                                    f"{validation.folds} folds (at least {2 * validation.folds} needed)")
     density = any(ImageScore(k).needs_density for k in kinds)
     # The head sees every image at the side it was trained at (`ssad.detector.embed`).
@@ -227,7 +227,7 @@ def select_and_fit(
     set_normal_thresholds(detector, normal[chosen.image_size], score.normal_quantile)
     selection = Selection(
         image_size=chosen.image_size, image_score=chosen.image_score, map_source=chosen.map_source,
-        decided_by=decided, figures=figures, folds=validation.folds, normal_images=len(first.train),
+        decided_by=decided, figures=figures, folds=validation.folds, normal_images=count,
         defective_images=defective_images, families=tuple(validation.families), seconds=time.perf_counter() - start,
     )
     return detector, selection
@@ -283,14 +283,14 @@ class SizeValidation:
 
 
 def validate_size(model: PretextModel, data: CategoryData, score: ScoreConfig, validation: ValidationConfig,
-                  folds: list[Tensor], positions: Tensor, density: bool, reference: CategoryData | None = None,
+                  folds: list[Tensor], positions: Tensor, density: bool, drawn_on: Tensor | None = None,
                   on_fold: Callable[[], None] | None = None, head: int = 0) -> SizeValidation:
     """Score ``data``'s training images and the synthetic defects on those at ``positions`` (V,)
-    int64 (drawn on ``reference``, `validation_set`) with memories fitted on the other ``folds``
+    int64 (drawn on the object masks ``drawn_on``, `validation_set`) with memories fitted on the other ``folds``
     (the image density too, where ``density``; the head's logits too, of the images seen at
     ``head`` pixels, where ``head`` > 0);
     ``on_fold()`` is called after each fold."""
-    defects = validation_set(data, positions, validation.families, validation.seed, reference)
+    defects = validation_set(data, positions, validation.families, validation.seed, drawn_on)
     is_validation = torch.zeros(len(data.train), dtype=torch.bool, device=data.device)
     is_validation[positions] = True
     row_of = torch.full((len(data.train),), -1, dtype=torch.long, device=data.device)
@@ -321,12 +321,14 @@ def validate_sizes(model: PretextModel, load: Callable[[int], CategoryData], sco
     is measured on the same images and defects. Raises ValueError when there are too few training
     images to hold out ``validation.folds`` folds."""
     first = load(sizes[0])
-    folds, positions = validation_plan(len(first.train), validation, first.device)
+    count, device = len(first.train), first.device
+    del first  # a large category's images are held at one size at a time (the caller's `load` may drop them)
+    folds, positions = validation_plan(count, validation, device)
     if not folds:
-        raise ValueError(f"{len(first.train)} training images are too few to hold out {validation.folds} folds.")
-    reference = load(sizes[-1])
+        raise ValueError(f"{count} training images are too few to hold out {validation.folds} folds.")
+    drawn_on = load(sizes[-1]).object_masks_at(positions)  # the validation images' object masks, largest size
     for size in sizes:
-        yield validate_size(model, load(size), score, validation, folds, positions, density, reference, on_fold,
+        yield validate_size(model, load(size), score, validation, folds, positions, density, drawn_on, on_fold,
                             head)
 
 

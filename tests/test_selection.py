@@ -86,7 +86,8 @@ def test_synthetic_defects_are_the_same_at_every_size_and_change_only_their_mask
     where = {}
     for size in (64, 96):
         data = load(demo, "demo_moving", tmp_path)(size)
-        made = validation_set(data, positions, ("perlin", "poisson"), seed=3, reference=reference)
+        made = validation_set(data, positions, ("perlin", "poisson"), seed=3,
+                              drawn_on=reference.object_masks_at(positions))
         assert made.images.shape == data.train[:8].shape and made.images.dtype == torch.uint8
         assert made.masks.flatten(1).any(dim=1).all()  # every copy has a defect
         assert made.family.tolist() == [0, 1] * 4  # the families take turns
