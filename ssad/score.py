@@ -364,13 +364,12 @@ class PatchKNN(PatchScorer):
         """Stage 1 on each (b, D, h, w) batch, tagged with its images' folds (None: fold 0), then
         stage 2 in each fold (see the class)."""
         candidates, tags = [], []
-        generator = torch.Generator().manual_seed(self.seed)
         for features, fold in parts:
             b, d = features.shape[:2]
             points = features.flatten(2).transpose(1, 2)  # (b, h*w, D)
             per_image = points.shape[1] if images is None else max(1, -(-self.candidates // images))
             if per_image < points.shape[1]:
-                chosen = greedy_coreset(points, per_image, generator=generator)  # (b, per_image)
+                chosen = greedy_coreset(points, per_image, seed=self.seed)  # (b, per_image)
                 points = points.gather(1, chosen[..., None].expand(-1, -1, d))
             candidates.append(points.reshape(-1, d))
             fold = torch.zeros(b, dtype=torch.int64, device=features.device) if fold is None else fold
@@ -380,7 +379,7 @@ class PatchKNN(PatchScorer):
         for f in range(folds):  # the memory's share of each fold: memory // folds, the rest to the first ones
             members = (tags == f).nonzero().squeeze(1)
             size = self.memory // folds + (f < self.memory % folds)
-            chosen = members[greedy_coreset(candidates[members], size, generator=generator)]
+            chosen = members[greedy_coreset(candidates[members], size, seed=self.seed)]
             bank.append(candidates[chosen])
             bank_fold.append(tags[chosen])
         _set_buffers(self, bank=torch.cat(bank))
@@ -398,31 +397,31 @@ class PatchKNN(PatchScorer):
         return nearest.reshape(b, 1, h, w)
 
 
-def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 32,
-                   generator: torch.Generator | None = None) -> Tensor:
+def greedy_coreset(points: Tensor, size: int, seed: int = 0, projection: int = 32) -> Tensor:
     """(..., min(size, N)) int64 indices of (..., N, D) ``points`` chosen by greedy k-centre
-    selection, in each leading batch position independently: each next point is the one farthest
-    from those chosen, measured on a random projection to ``projection`` dimensions. Covers the
-    feature space evenly, rare features included. ``generator`` (else one seeded with ``seed``)
-    draws the projection and the first points."""
+    selection, in each leading batch position independently: the first is the point farthest
+    from their mean, each next one the point farthest from those chosen, measured on a random
+    projection to ``projection`` dimensions (drawn from ``seed``). Covers the feature space
+    evenly, rare features included; a set's choice depends on its points alone, not on what else
+    is in the batch."""
     n, dim = points.shape[-2:]
     if size >= n:
         return torch.arange(n, device=points.device).expand(*points.shape[:-2], n)
-    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     flat = points.reshape(-1, n, dim)
     if dim > projection:
+        generator = torch.Generator().manual_seed(seed)
         matrix = torch.randn(dim, projection, generator=generator).to(flat) / math.sqrt(projection)
         flat = flat @ matrix
     batch = len(flat)
     rows = torch.arange(batch, device=flat.device)
     chosen = torch.empty(batch, size, dtype=torch.int64, device=flat.device)
-    chosen[:, 0] = torch.randint(n, (batch,), generator=generator).to(flat.device)
+    chosen[:, 0] = (flat - flat.mean(dim=1, keepdim=True)).square().sum(dim=2).argmax(dim=1)
     squares = flat.square().sum(dim=2)  # (batch, n)
     distance = torch.full((batch, n), math.inf, device=flat.device, dtype=flat.dtype)
     for i in range(1, size):  # fitting, not the hot path: one product with the points per centre
-        centre = flat[rows, chosen[:, i - 1]]  # (batch, p)
+        last = chosen[:, i - 1]
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, without a (batch, n, p) temporary
-        to_centre = squares - 2 * torch.bmm(flat, centre[:, :, None])[:, :, 0] + squares[rows, chosen[:, i - 1], None]
+        to_centre = squares - 2 * torch.bmm(flat, flat[rows, last][:, :, None])[:, :, 0] + squares[rows, last, None]
         torch.minimum(distance, to_centre, out=distance)
         chosen[:, i] = distance.argmax(dim=1)
     return chosen.reshape(*points.shape[:-2], size)

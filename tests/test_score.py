@@ -174,8 +174,9 @@ def test_a_batch_of_coresets_is_each_row_s_own_coreset():
     points = torch.randn(3, 300, 40, generator=g)
     batched = greedy_coreset(points, 20, seed=2)
     assert batched.shape == (3, 20)
-    for row in range(3):  # each row covers its own points: its rare ones are chosen there
+    for row in range(3):  # each row's choice is its own points' alone, whatever else is in the batch
         assert batched[row].unique().numel() == 20
+        assert torch.equal(batched[row], greedy_coreset(points[row], 20, seed=2))
     points[1, 7] += 50  # an outlier in row 1 only
     assert 7 in greedy_coreset(points, 20, seed=2)[1].tolist()
 
