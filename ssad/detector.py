@@ -38,6 +38,7 @@ from ssad._version import __version__
 from ssad.anomaly_map import AnomalyMap
 from ssad.atomic import atomic_write
 from ssad.config import ScoreConfig, ValidationConfig
+from ssad.distributed import gather_rows, share_of
 from ssad.image_score import STATISTICS, ImageScore, map_statistics
 from ssad.model import MAP_LAYERS, PretextModel, normalise
 from ssad.registry import DENSITIES, PATCH_SCORERS
@@ -52,8 +53,7 @@ from ssad.score import (
 )
 
 __all__ = [
-    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector", "fit_embedded",
-    "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
+    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector",     "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
     "load_detector",
     "find_detector", "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
 ]
@@ -103,10 +103,6 @@ class Embedding:
         """The embedding of the images at ``index`` (N,) int64 or bool, or a slice."""
         return Embedding(*(None if t is None else t[index] for t in (self.features, self.pooled, self.head)),
                          self.image_size)
-
-    def batches(self, batch_size: int = _BATCH) -> Iterator[Embedding]:
-        count = len(next(t for t in (self.features, self.pooled, self.head) if t is not None))
-        return (self[i : i + batch_size] for i in range(0, count, batch_size))
 
     def without_features(self) -> Embedding:
         return Embedding(None, self.pooled, self.head, self.image_size)
@@ -358,54 +354,57 @@ def _new_patch_scorer(cfg: ScoreConfig, moves: bool, sigma: float) -> PatchScore
     return create_patch_scorer(name, **options)
 
 
-def _fit_batches(model: PretextModel, batches: Iterator[Embedding], images: int, image_size: int, cfg: ScoreConfig,
-                 moves: bool, image_score: str, density: bool, map_source: str, head_size: int) -> Detector:
-    """A `Detector` fitted on the normal images embedded batch by batch (``images`` of them, at
-    ``image_size``): their features stream into the patch scorer, their pooled features and head
-    logits (small) are kept for the density."""
-    anomaly_map = AnomalyMap(map_source, scaled_sigma(cfg.sigma, image_size))
-    kept: list[Embedding] = []
-
-    def features() -> Iterator[Tensor]:
-        for part in batches:
-            kept.append(part.without_features())
-            yield part.features
-
-    patches = None
-    if anomaly_map.needs_memory:
-        patches = _new_patch_scorer(cfg, moves, anomaly_map.sigma).fit_stacked(features(), images)
-    else:
-        kept = [part.without_features() for part in batches]
-    train = Embedding.cat(kept, image_size)
-    fitted = None
-    if density or ImageScore(image_score).needs_density:
-        fitted = create_density(cfg.density, cfg.knn_k).fit(train.pooled)
-    device = next(model.parameters()).device
-    return Detector(model, fitted, patches, image_size, image_score, anomaly_map, head_size).to(device)
+def _mine(count: int, device: torch.device, shared_out: bool) -> Tensor:
+    """(n,) int64: the images this process embeds: its rank's share under torchrun where the
+    work is ``shared_out`` (`ssad.distributed.share_of`), else all ``count``."""
+    return share_of(count, device) if shared_out else torch.arange(count, device=device)
 
 
-def fit_embedded(model: PretextModel, train: Embedding, cfg: ScoreConfig, moves: bool, image_score: str,
-                 density: bool = False, map_source: str = "memory", head_size: int = 0) -> Detector:
-    """A `Detector` at ``train``'s side with ``map_source``: its patch scorer (``cfg``, "auto"
-    resolved by ``moves``) fitted on the embedded normal images where the map needs one, and its
-    image density where ``image_score`` needs it or ``density`` asks for it (``train`` must then
-    hold pooled features); its head, where the map uses it, seeing images at ``head_size`` (0: the
-    scoring size); no thresholds yet."""
-    count = len(next(t for t in (train.features, train.pooled, train.head) if t is not None))
-    return _fit_batches(model, train.batches(), count, train.image_size, cfg, moves, image_score, density,
-                        map_source, head_size)
+def _kept_while_streaming(batches: Iterator[Embedding], kept: list[Embedding]) -> Iterator[Tensor]:
+    """The patch features of ``batches``, one batch at a time; the rest of each (pooled features,
+    head logits: small) is appended to ``kept``."""
+    for part in batches:
+        kept.append(part.without_features())
+        yield part.features
+
+
+def _all_rows(rows: Tensor, embedded: Embedding, shared_out: bool) -> Embedding:
+    """``embedded`` (pooled features and head logits of the images at ``rows``) for every image,
+    gathered from the ranks where the work was ``shared_out``."""
+    if not shared_out:
+        return embedded
+    _, (pooled, head) = gather_rows(rows, embedded.pooled, embedded.head)
+    return Embedding(None, pooled, head, embedded.image_size)
 
 
 def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: bool, image_score: str,
                 density: bool = False, map_source: str = "memory", head_size: int = 0) -> Detector:
-    """`fit_embedded` on (N, 3, S, S) uint8 normal ``train`` images, scoring at their side: embedded
-    and fitted batch by batch, so the patch features of the whole set are never held at once."""
+    """A `Detector` scoring at the side of (N, 3, S, S) uint8 normal ``train`` images with
+    ``map_source``: its patch scorer (``cfg``, "auto" resolved by ``moves``) fitted on them where
+    the map needs one, its image density where ``image_score`` needs it or ``density`` asks for
+    it, its head, where the map uses it, seeing images at ``head_size`` (0: the scoring size); no
+    thresholds yet.
+
+    The images are embedded and fed to the patch scorer batch by batch: the patch features of the
+    whole set are never held at once. Under torchrun with the kNN memory each rank embeds its
+    share of the images and the memory's candidates are gathered once (`ssad.score.PatchKNN`).
+    """
+    side = train.shape[-1]
+    anomaly_map = AnomalyMap(map_source, scaled_sigma(cfg.sigma, side))
     needs = density or ImageScore(image_score).needs_density
-    source = AnomalyMap(map_source)
-    batches = embed_batches(model, train, cfg.patch_layers if source.needs_memory else (), needs,
-                            _head_side(source, head_size, train.shape[-1]))
-    return _fit_batches(model, batches, len(train), train.shape[-1], cfg, moves, image_score, density, map_source,
-                        head_size)
+    patches = _new_patch_scorer(cfg, moves, anomaly_map.sigma) if anomaly_map.needs_memory else None
+    shared_out = patches is None or isinstance(patches, PatchKNN)
+    rows = _mine(len(train), train.device, shared_out)
+    batches = embed_batches(model, train[rows], patches.layers if patches is not None else (), needs,
+                            _head_side(anomaly_map, head_size, side))
+    kept: list[Embedding] = []
+    if patches is not None:
+        patches.fit_stacked(_kept_while_streaming(batches, kept), len(train))
+    else:
+        kept = list(batches)
+    embedded = _all_rows(rows, Embedding.cat(kept, side), shared_out)
+    fitted = create_density(cfg.density, cfg.knn_k).fit(embedded.pooled) if needs else None
+    return Detector(model, fitted, patches, side, image_score, anomaly_map, head_size).to(train.device)
 
 
 def _head_side(source: AnomalyMap, head_size: int, side: int) -> int:
@@ -435,46 +434,52 @@ def held_out_scores(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves:
 
     The images are embedded batch by batch, never all their patch features at once. A kNN memory
     is fitted once for all folds (`ssad.score.PatchKNN.fit_folds`: one coreset per fold, each fold
-    scored by the others'); other patch scorers are fitted again on each fold's complement.
+    scored by the others'; under torchrun each rank embeds and scores its share of the images);
+    other patch scorers are fitted again on each fold's complement.
     """
     side = train.shape[-1]
-    layers = cfg.patch_layers if memory else ()
+    sigma = scaled_sigma(cfg.sigma, side)
+    scorer = _new_patch_scorer(cfg, moves, sigma) if memory else None
+    layers = scorer.layers if scorer is not None else ()
+    one_fit = isinstance(scorer, PatchKNN)
+    shared_out = scorer is None or one_fit
     fold_of = torch.empty(len(train), dtype=torch.int64, device=train.device)
     for i, held in enumerate(folds):
         fold_of[held] = i
-    sigma = scaled_sigma(cfg.sigma, side)
-    scorer = _new_patch_scorer(cfg, moves, sigma) if memory else None
+    rows = _mine(len(train), train.device, shared_out)
     kept: list[Embedding] = []
-
-    def features(batches: Iterator[Embedding], keep: bool) -> Iterator[Tensor]:
-        for part in batches:
-            if keep:
-                kept.append(part.without_features())
-            yield part.features
-
-    one_fit = isinstance(scorer, PatchKNN)
     if one_fit:
-        scorer.fit_folds(features(embed_batches(model, train, layers, density, head), keep=True), fold_of)
+        scorer.fit_folds(_kept_while_streaming(embed_batches(model, train[rows], layers, density, head), kept), fold_of)
     else:
-        kept = list(embed_batches(model, train, (), density, head))
-    embedded = Embedding.cat(kept, side)
+        kept = list(embed_batches(model, train[rows], (), density, head))
+    embedded = _all_rows(rows, Embedding.cat(kept, side), shared_out)
+    mine = torch.zeros(len(train), dtype=torch.bool, device=train.device)
+    mine[rows] = True
     parts: list[tuple[Tensor, CoarseScores]] = []
     for i, held in enumerate(folds):
         rest = (fold_of != i).nonzero().squeeze(1)
         patches = None
         if memory:
             patches = scorer.held_out(i) if one_fit else _new_patch_scorer(cfg, moves, sigma).fit_stacked(
-                features(embed_batches(model, train[rest], layers, False), keep=False), len(rest))
+                _kept_while_streaming(embed_batches(model, train[rest], layers, False), []), len(rest))
         fitted = None if not density else create_density(cfg.density, cfg.knn_k).fit(embedded.pooled[rest])
         detector = Detector(model, fitted, patches, side, "map_max", AnomalyMap("memory" if memory else "head", sigma),
                             head).to(train.device)
-        grid = None if not memory else torch.cat([patches.grid_scores(f) for f in
-                                                  features(embed_batches(model, train[held], layers, False), False)])
-        own = embedded[held]
-        parts.append((held, CoarseScores(grid, own.head, None if fitted is None else fitted.score(own.pooled), side)))
+        scored = held[mine[held]]  # this rank's images of the fold
+        if len(scored):
+            grid = None if not memory else torch.cat([patches.grid_scores(f) for f in _kept_while_streaming(
+                embed_batches(model, train[scored], layers, False), [])])
+            own = embedded[scored]
+            parts.append((scored, CoarseScores(grid, own.head, None if fitted is None else fitted.score(own.pooled),
+                                               side)))
         if on_fold is not None:
             on_fold(detector, held)
-    return CoarseScores.gather(parts)
+    mine_scored = CoarseScores.gather(parts)
+    if not shared_out:
+        return mine_scored
+    order = torch.cat([r for r, _ in parts]).sort().values
+    _, (grid, logits, scores) = gather_rows(order, mine_scored.memory, mine_scored.head, mine_scored.density)
+    return CoarseScores(grid, logits, scores, side)
 
 
 def set_normal_thresholds(detector: Detector, normal: CoarseScores, quantile: float) -> Detector:

@@ -197,7 +197,8 @@ def run_one(
             result = train(config, data, run_dir, resume=options.resume, progress=options.progress)
         for warning in caught:
             notes.add(str(warning.message))
-    if not _is_main_process():  # other ranks only helped to train
+    if not _is_main_process():  # other ranks help to train, and to embed the training images when fitting
+        select_and_fit(result.model, load, config.score, config.validation, config.data.image_size, progress=False)
         return {}
     meta.update(init=result.init_used, steps=result.steps, pretext=result.last_log,
                 pretext_accuracy=_check_pretext(result.model, config, data, notes))

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssad.distributed import gather_rows, share_of
 from ssad.model import PretextModel, normalise
 from ssad.registry import DENSITIES, PATCH_SCORERS
 
@@ -329,7 +330,7 @@ class PatchKNN(PatchScorer):
         self.bank_fold: Tensor | None = None
 
     def _fit(self, features: Iterator[Tensor], images: int | None) -> None:
-        self._fit_parts(((f, None) for f in features), images, folds=1)
+        self._fit_parts(features, images, fold_of=None)
 
     @torch.no_grad()
     def fit_folds(self, stacked: Iterable[Tensor], fold_of: Tensor) -> PatchKNN:
@@ -337,16 +338,7 @@ class PatchKNN(PatchScorer):
         fold of each given by ``fold_of`` (N,) int64 in [0, F): the bank is the union of one
         coreset per fold, ``memory / F`` features each, so that `held_out` (f) is a memory of
         images outside fold f only."""
-        folds = int(fold_of.max()) + 1
-        start = 0
-
-        def tagged() -> Iterator[tuple[Tensor, Tensor]]:
-            nonlocal start
-            for part in self._kept(stacked):
-                yield part, fold_of[start : start + len(part)]
-                start += len(part)
-
-        self._fit_parts(tagged(), len(fold_of), folds)
+        self._fit_parts(self._kept(stacked), len(fold_of), fold_of)
         return self
 
     def held_out(self, fold: int) -> PatchKNN:
@@ -360,21 +352,29 @@ class PatchKNN(PatchScorer):
         out.bank_fold = self.bank_fold[others]
         return out
 
-    def _fit_parts(self, parts: Iterator[tuple[Tensor, Tensor | None]], images: int | None, folds: int) -> None:
-        """Stage 1 on each (b, D, h, w) batch, tagged with its images' folds (None: fold 0), then
-        stage 2 in each fold (see the class)."""
-        candidates, tags = [], []
-        for features, fold in parts:
-            b, d = features.shape[:2]
-            points = features.flatten(2).transpose(1, 2)  # (b, h*w, D)
+    def _fit_parts(self, features: Iterator[Tensor], images: int | None, fold_of: Tensor | None) -> None:
+        """Stage 1 on each (b, D, h, w) batch, stage 2 in each fold of ``fold_of`` (None: one)
+        (see the class). Under torchrun the batches are this rank's share of the ``images``
+        (`ssad.distributed.share_of`): the candidates are gathered once, in the images' order, and
+        every rank chooses the same memory among the same candidates."""
+        candidates, positions, seen = [], [], 0
+        for part in features:
+            b, d = part.shape[:2]
+            points = part.flatten(2).transpose(1, 2)  # (b, h*w, D)
             per_image = points.shape[1] if images is None else max(1, -(-self.candidates // images))
             if per_image < points.shape[1]:
                 chosen = greedy_coreset(points, per_image, seed=self.seed)  # (b, per_image)
                 points = points.gather(1, chosen[..., None].expand(-1, -1, d))
             candidates.append(points.reshape(-1, d))
-            fold = torch.zeros(b, dtype=torch.int64, device=features.device) if fold is None else fold
-            tags.append(fold.to(features.device).repeat_interleave(points.shape[1]))
-        candidates, tags = torch.cat(candidates), torch.cat(tags)
+            positions.append(torch.arange(seen, seen + b, device=part.device).repeat_interleave(points.shape[1]))
+            seen += b
+        positions = torch.cat(positions)
+        # Each candidate's image: the stream's k-th image is this rank's k-th (all of them alone).
+        rows = positions if images is None else share_of(images, positions.device)[positions]
+        rows, (candidates,) = gather_rows(rows, torch.cat(candidates))
+        tags = torch.zeros(len(rows), dtype=torch.int64, device=rows.device) if fold_of is None \
+            else fold_of.to(rows.device)[rows]
+        folds = int(tags.max()) + 1
         bank, bank_fold = [], []
         for f in range(folds):  # the memory's share of each fold: memory // folds, the rest to the first ones
             members = (tags == f).nonzero().squeeze(1)

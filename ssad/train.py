@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from ssad.checkpoint import load_checkpoint, save_checkpoint
 from ssad.config import RunConfig, TrainConfig
 from ssad.data import BatchSampler, CategoryData
+from ssad.distributed import gather_from_ranks, rank_and_world
 from ssad.graphs import CudaGraphed
 from ssad.model import PretextModel, create_model, normalise
 from ssad.synth import DefectSynthesizer, SynthOutput
@@ -123,7 +123,7 @@ def train(
     """
     cfg = config.train
     device = data.train.device
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} must divide evenly among {world} processes.")
     run_dir = Path(run_dir)
@@ -277,8 +277,7 @@ def _log_step(state: _TrainState, loss: Tensor, logits: Tensor, labels: Tensor, 
 
 def _save(state: _TrainState, path: Path, config: RunConfig, rank: int, world: int) -> None:
     """Checkpoint ``state`` to ``path`` (rank 0 writes; every rank sends its stream and sampler)."""
-    streams = _gather_from_ranks({"generator": state.generator.get_state(), "sampler": state.sampler.state_dict()},
-                                 world)
+    streams = gather_from_ranks({"generator": state.generator.get_state(), "sampler": state.sampler.state_dict()})
     if rank == 0:
         save_checkpoint(
             path,
@@ -406,21 +405,6 @@ def _pick_sources(
         return None
     picked = sources[torch.randint(len(sources), (batch,), generator=generator, device=sources.device)]
     return picked.float() / 255 if as_float else picked
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _gather_from_ranks(obj: Any, world: int) -> list[Any]:
-    """Every rank's ``obj`` (CPU tensors and plain data), on every rank."""
-    if world == 1:
-        return [obj]
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 def init_distributed() -> torch.device:

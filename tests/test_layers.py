@@ -6,8 +6,9 @@ one above; the engine (synth) imports nothing of ssad outside itself.
 =========  =============================================================================================
 layer      modules
 =========  =============================================================================================
-helpers    ssad._version, ssad.atomic (atomic writes: JSON, PNG), ssad.cpu, ssad.graphs (CUDA-graph
-           replay of any step), ssad.registry (the scorer-name tables settings are checked against)
+helpers    ssad._version, ssad.atomic (atomic writes: JSON, PNG), ssad.cpu, ssad.distributed (ranks
+           under torchrun), ssad.graphs (CUDA-graph replay of any step), ssad.registry (the
+           scorer-name tables settings are checked against)
 synth      ssad.synth: the engine; stands alone
 kernels    ssad.kernels (``kernels/``): the engine's fused backend; registers itself with it
 data       ssad.data; ssad.validation (the validation set the engine makes from a category's images)
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (layer, modules), lowest first; a module is placed by its longest dotted prefix here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("helpers", ("ssad._version", "ssad.atomic", "ssad.cpu", "ssad.graphs", "ssad.registry")),
+    ("helpers", ("ssad._version", "ssad.atomic", "ssad.cpu", "ssad.distributed", "ssad.graphs", "ssad.registry")),
     ("synth", ("ssad.synth",)),
     ("kernels", ("ssad.kernels",)),
     ("data", ("ssad.data", "ssad.validation")),
