@@ -1,5 +1,6 @@
 """Shared test fixtures: where the real MVTec AD data lies (read in place, never copied), a small
-demo category at 64 px, and a counter of the aten operations a call dispatches."""
+demo category at 64 px, a short demo run for the benchmarks that read run folders, and a counter
+of the aten operations a call dispatches."""
 
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ def demo(demo_root):
 
     return load_category(demo_root, "demo_object", image_size=DEMO_SIZE, cache_dir=demo_root / "cache",
                          progress=False)
+
+
+def short_demo_run(folder: Path, *settings: str, steps: int = 4) -> tuple[Path, Path]:
+    """A run of a few steps on demo_object at 64 px in ``folder`` / "run", scored at that size,
+    with the extra ``settings`` (``section.key=value``); returns (the run folder, the demo data
+    root its cache made)."""
+    from ssad.run import main as run_main
+
+    cache, run = folder / "cache", folder / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSAD_CACHE_DIR", str(cache))
+        extra = [arg for setting in settings for arg in ("--set", setting)]
+        assert run_main(["--demo", "--category", "demo_object", "--image-size", "64", "--steps", str(steps),
+                         "--set", "train.batch_size=16", "--set", "train.init='scratch'", "--set",
+                         "validation.sizes=[0]", *extra, "--no-progress", "--out", str(run)]) == 0
+    return run, cache / "demo"
 
 
 class _CountOps(TorchDispatchMode):

@@ -8,21 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from ssad.run import main as run_main
+from conftest import short_demo_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "coreset.py"
 
 
 def test_bench_fits_and_scores_a_run_at_each_budget(tmp_path):
-    cache, run = tmp_path / "cache", tmp_path / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSAD_CACHE_DIR", str(cache))
-        assert run_main(["--demo", "--category", "demo_object", "--image-size", "64", "--steps", "2",
-                         "--set", "train.batch_size=16", "--set", "train.init='scratch'", "--set",
-                         "validation.sizes=[0]", "--set", "score.patch_memory=500", "--no-progress",
-                         "--out", str(run)]) == 0
+    run, data_root = short_demo_run(tmp_path, "score.patch_memory=500", steps=2)
+    cache = data_root.parent
     out = tmp_path / "coreset.json"
     subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--data-root", str(cache / "demo"),
                     "--candidates", "0", "1000", "--out", str(out)],

@@ -9,24 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import short_demo_run
 
 from ssad.evaluate import measure
 from ssad.image_score import IMAGE_SCORES
 from ssad.registry import MAP_SOURCES
-from ssad.run import main as run_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "map_sources.py"
 
 
 def test_bench_measures_every_source_and_defect_type_of_a_run_with_a_head(tmp_path):
-    cache = tmp_path / "cache"
-    run = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSAD_CACHE_DIR", str(cache))
-        assert run_main(["--demo", "--category", "demo_object", "--image-size", "64", "--steps", "4",
-                         "--set", "train.batch_size=16", "--set", "train.init='scratch'", "--set",
-                         "train.segmentation=true", "--set", "validation.sizes=[0]", "--no-progress",
-                         "--out", str(run)]) == 0
+    run, data_root = short_demo_run(tmp_path, "train.segmentation=true")
+    cache = data_root.parent
     chosen = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "sources.json"
     subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--data-root", str(cache / "demo"),
