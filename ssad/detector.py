@@ -53,7 +53,8 @@ from ssad.score import (
 )
 
 __all__ = [
-    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector",     "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
+    "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector",
+    "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
     "load_detector",
     "find_detector", "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
 ]
@@ -105,6 +106,7 @@ class Embedding:
                          self.image_size)
 
     def without_features(self) -> Embedding:
+        """The same embedding without its patch features (what is kept of a streamed batch)."""
         return Embedding(None, self.pooled, self.head, self.image_size)
 
     @staticmethod
