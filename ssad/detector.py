@@ -332,13 +332,16 @@ def _embed_batch(model: PretextModel, x: Tensor, layers: tuple[str, ...], pooled
 
 @torch.no_grad()
 def embed_batches(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: int = 0,
-                  batch_size: int = _BATCH) -> Iterator[Embedding]:
-    """The `Embedding` of (N, 3, S, S) uint8 images, one batch of ``batch_size`` at a time (eval
-    mode): a training set's patch features need never be held all at once. ``head``: the side the
+                  batch_size: int = _BATCH, rows: Tensor | None = None) -> Iterator[Embedding]:
+    """The `Embedding` of (N, 3, S, S) uint8 images (of those at ``rows`` (n,) int64 only, where
+    given), one batch of ``batch_size`` at a time (eval mode): a training set's patch features need
+    never be held all at once, nor a copy of its chosen images. ``head``: the side the
     segmentation head sees them at (0: no head logits)."""
     model.eval()
-    for i in range(0, len(images), batch_size):
-        yield _embed_batch(model, normalise(images[i : i + batch_size]), layers, pooled, head)
+    count = len(images) if rows is None else len(rows)
+    for i in range(0, count, batch_size):
+        batch = images[i : i + batch_size] if rows is None else images[rows[i : i + batch_size]]
+        yield _embed_batch(model, normalise(batch), layers, pooled, head)
 
 
 def embed(model: PretextModel, images: Tensor, layers: tuple[str, ...], pooled: bool, head: int = 0,
@@ -397,8 +400,8 @@ def fit_scorers(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves: boo
     patches = _new_patch_scorer(cfg, moves, anomaly_map.sigma) if anomaly_map.needs_memory else None
     shared_out = patches is None or isinstance(patches, PatchKNN)
     rows = _mine(len(train), train.device, shared_out)
-    batches = embed_batches(model, train[rows], patches.layers if patches is not None else (), needs,
-                            _head_side(anomaly_map, head_size, side))
+    batches = embed_batches(model, train, patches.layers if patches is not None else (), needs,
+                            _head_side(anomaly_map, head_size, side), rows=rows)
     kept: list[Embedding] = []
     if patches is not None:
         patches.fit_stacked(_kept_while_streaming(batches, kept), len(train))
@@ -451,9 +454,10 @@ def held_out_scores(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves:
     rows = _mine(len(train), train.device, shared_out)
     kept: list[Embedding] = []
     if one_fit:
-        scorer.fit_folds(_kept_while_streaming(embed_batches(model, train[rows], layers, density, head), kept), fold_of)
+        scorer.fit_folds(_kept_while_streaming(embed_batches(model, train, layers, density, head, rows=rows), kept),
+                         fold_of)
     else:
-        kept = list(embed_batches(model, train[rows], (), density, head))
+        kept = list(embed_batches(model, train, (), density, head, rows=rows))
     embedded = _all_rows(rows, Embedding.cat(kept, side), shared_out)
     mine = torch.zeros(len(train), dtype=torch.bool, device=train.device)
     mine[rows] = True
@@ -463,14 +467,14 @@ def held_out_scores(model: PretextModel, train: Tensor, cfg: ScoreConfig, moves:
         patches = None
         if memory:
             patches = scorer.held_out(i) if one_fit else _new_patch_scorer(cfg, moves, sigma).fit_stacked(
-                _kept_while_streaming(embed_batches(model, train[rest], layers, False), []), len(rest))
+                _kept_while_streaming(embed_batches(model, train, layers, False, rows=rest), []), len(rest))
         fitted = None if not density else create_density(cfg.density, cfg.knn_k).fit(embedded.pooled[rest])
         detector = Detector(model, fitted, patches, side, "map_max", AnomalyMap("memory" if memory else "head", sigma),
                             head).to(train.device)
         scored = held[mine[held]]  # this rank's images of the fold
         if len(scored):
             grid = None if not memory else torch.cat([patches.grid_scores(f) for f in _kept_while_streaming(
-                embed_batches(model, train[scored], layers, False), [])])
+                embed_batches(model, train, layers, False, rows=scored), [])])
             own = embedded[scored]
             parts.append((scored, CoarseScores(grid, own.head, None if fitted is None else fitted.score(own.pooled),
                                                side)))
