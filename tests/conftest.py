@@ -42,19 +42,21 @@ def demo(demo_root):
                          progress=False)
 
 
-def short_demo_run(folder: Path, *settings: str, steps: int = 4) -> tuple[Path, Path]:
-    """A run of a few steps on demo_object at 64 px in ``folder`` / "run", scored at that size,
-    with the extra ``settings`` (``section.key=value``); returns (the run folder, the demo data
-    root its cache made)."""
+@pytest.fixture(scope="session")
+def head_demo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A run of 4 steps with a segmentation head on demo_object at 64 px, scored at that size,
+    for the benchmarks that read run folders: (the run folder, the demo data root its cache made).
+    Read it, do not write into it."""
     from ssad.run import main as run_main
 
+    folder = tmp_path_factory.mktemp("head_run")
     cache, run = folder / "cache", folder / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SSAD_CACHE_DIR", str(cache))
-        extra = [arg for setting in settings for arg in ("--set", setting)]
-        assert run_main(["--demo", "--category", "demo_object", "--image-size", "64", "--steps", str(steps),
+        assert run_main(["--demo", "--category", "demo_object", "--image-size", "64", "--steps", "4",
                          "--set", "train.batch_size=16", "--set", "train.init='scratch'", "--set",
-                         "validation.sizes=[0]", *extra, "--no-progress", "--out", str(run)]) == 0
+                         "train.segmentation=true", "--set", "validation.sizes=[0]", "--no-progress",
+                         "--out", str(run)]) == 0
     return run, cache / "demo"
 
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import short_demo_run
 
 from ssad.evaluate import measure
 from ssad.image_score import IMAGE_SCORES
@@ -18,8 +17,8 @@ from ssad.registry import MAP_SOURCES
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "map_sources.py"
 
 
-def test_bench_measures_every_source_and_defect_type_of_a_run_with_a_head(tmp_path):
-    run, data_root = short_demo_run(tmp_path, "train.segmentation=true")
+def test_bench_measures_every_source_and_defect_type_of_a_run_with_a_head(head_demo_run, tmp_path):
+    run, data_root = head_demo_run
     cache = data_root.parent
     chosen = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "sources.json"
