@@ -13,6 +13,10 @@ For each N of ``--images`` and each side of ``--sizes``, in a fresh process (so 
 - **metrics**: image and pixel AUROC, AUPRO, F1-max (`ssad.evaluate.measure`);
 - **pictures**: the run's ROC picture and one panel per test image (into a temporary folder).
 
+The process's allocator is set as `python -m ssad.run` fits and scores after training
+(`ssad.cpu.release_freed_memory`: glibc's fixed thresholds) unless ``--allocator default``
+(glibc's own, whose threshold for returning large blocks grows as they are freed).
+
 Per phase: seconds and peak memory: on the CPU the process's peak resident memory (``VmHWM``,
 reset at each phase's start through ``/proc/self/clear_refs``), on a GPU the peak allocated by
 torch (``torch.cuda.max_memory_allocated``, reset likewise) beside it. The network is a seeded
@@ -46,6 +50,7 @@ from timing import Stopwatch
 from ssad.atomic import save_png, write_json
 from ssad.checkpoint import load_run_model
 from ssad.config import load_config
+from ssad.cpu import release_freed_memory
 from ssad.data import CategoryData, load_category
 from ssad.detector import fit_detector
 from ssad.evaluate import measure
@@ -114,8 +119,10 @@ def _status_gb(field: str) -> float:
 
 
 def one_point(data_root: Path, category: str, count: int, size: int, config: list[Path], run: Path | None,
-              device: torch.device) -> dict:
+              device: torch.device, allocator: str = "run") -> dict:
     """Every phase at N = ``count`` training images of side ``size``."""
+    if allocator == "run":
+        release_freed_memory()
     score = replace(load_config(config).score, image_size=size)
     if run is not None:
         model = load_run_model(run)[1].to(device)
@@ -140,7 +147,7 @@ def one_point(data_root: Path, category: str, count: int, size: int, config: lis
         test_panels(data.test, data.test_masks, maps, names, Path(folder), (float(maps.min()), float(maps.max())))
     return {"images": count, "image_size": size, "category": category, "real_images": len(data.train),
             "memory": len(detector.patches.bank) if hasattr(detector.patches, "bank") else None,
-            "patch_candidates": score.patch_candidates, "phases": peaks.phases,
+            "patch_candidates": score.patch_candidates, "allocator": allocator, "phases": peaks.phases,
             "peak_resident_gb": max(p["peak_resident_gb"] for p in peaks.phases.values()),
             "metrics_of_this_network": evaluation.metrics}
 
@@ -214,20 +221,22 @@ def main(argv: list[str] | None = None) -> dict:
                         help="config file(s) whose score section is used (default: configs/cpu.toml)")
     parser.add_argument("--run", type=Path, help="a run folder whose trained network to use (default: random)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allocator", choices=("run", "default"), default="run",
+                        help="the CPU allocator as a run sets it after training, or glibc's default")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--one", type=int, nargs=2, metavar=("N", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = args.config or [Path(__file__).resolve().parent.parent / "configs" / "cpu.toml"]
     device = torch.device(args.device)
     if args.one:  # a child process: one point, JSON on the last line of stdout
-        point = one_point(args.data_root, args.category, *args.one, config, args.run, device)
+        point = one_point(args.data_root, args.category, *args.one, config, args.run, device, args.allocator)
         print(json.dumps(point))
         return point
     points = []
     for size in args.sizes:
         for count in args.images:
             command = [sys.executable, __file__, "--data-root", str(args.data_root), "--category", args.category,
-                       "--device", args.device, "--one", str(count), str(size)]
+                       "--device", args.device, "--allocator", args.allocator, "--one", str(count), str(size)]
             command += [arg for path in config for arg in ("--config", str(path))]
             command += ["--run", str(args.run)] if args.run else []
             child = subprocess.run(command, capture_output=True, text=True)
