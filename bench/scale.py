@@ -198,7 +198,7 @@ def picture(points: list[dict], path: Path, width: int = 720, height: int = 300)
             return left + (math.log(n) - low) / (high - low) * (right - left)
 
         for n in counts:
-            draw.text((x_of(n) - 12, bottom + 6), f"N={n}", fill="black")
+            draw.text((min(x_of(n) - 12, right - 44), bottom + 6), f"N={n}", fill="black")  # inside the panel
         for j, size in enumerate(sizes):
             row = sorted((p for p in points if p["image_size"] == size), key=lambda p: p["images"])
             xy = [(x_of(p["images"]), bottom - value(p) / top_value * (bottom - top)) for p in row]
