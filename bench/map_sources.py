@@ -33,7 +33,16 @@ from ssad.checkpoint import load_run_model
 from ssad.config import ValidationConfig
 from ssad.data import CategoryData, load_category
 from ssad.data.layout import GOOD
-from ssad.detector import embed, fit_scorers, fold_indices, held_out_scores, map_for, scaled_sigma, score_coarse
+from ssad.detector import (
+    coarse_statistics,
+    embed,
+    fit_scorers,
+    fold_indices,
+    held_out_scores,
+    map_for,
+    scaled_sigma,
+    score_coarse,
+)
 from ssad.evaluate import measure
 from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
@@ -85,7 +94,7 @@ def measure_run(run: Path, data_root: Path, size: int | None, validation: Valida
     rows = []
     for source in sources:
         anomaly_map = map_for(source, scaled_sigma(score.sigma, size), normal)
-        normal_statistics = score_coarse(anomaly_map, normal, BATCH)[1]
+        normal_statistics = coarse_statistics(anomaly_map, normal, BATCH)
         maps, statistics = score_coarse(anomaly_map, test, BATCH)
         for kind in IMAGE_SCORES:
             scorer = ImageScore(kind)

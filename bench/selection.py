@@ -33,7 +33,7 @@ from ssad.atomic import save_png, write_json
 from ssad.checkpoint import load_run_model
 from ssad.config import ScoreConfig, ValidationConfig
 from ssad.data import CategoryData, load_category
-from ssad.detector import fit_scorers, score_coarse
+from ssad.detector import coarse_statistics, fit_scorers, score_coarse
 from ssad.image_score import IMAGE_SCORES, ImageScore
 from ssad.metrics import aupro, image_auroc, pixel_auroc
 from ssad.model import PretextModel
@@ -127,7 +127,7 @@ def grid(run: Path, data_root: Path, validation: ValidationConfig, progress: boo
         figures = scored.figures(kinds)
         for f, name in enumerate(validation.families):
             by_family[name] += scored.figures(kinds, rows=scored.family == f)
-        normal = score_coarse(scored.anomaly_map("memory"), scored.normal, BATCH)[1]
+        normal = coarse_statistics(scored.anomaly_map("memory"), scored.normal, BATCH)
         tests = test_figures(model, data[size], config.score, normal, kinds)
         validation_all += figures
         test_all += tests

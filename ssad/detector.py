@@ -54,7 +54,8 @@ from ssad.score import (
 
 __all__ = [
     "CoarseScores", "Detection", "Detector", "Embedding", "THRESHOLDS", "embed", "embed_batches", "fit_detector",
-    "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "calibrate_map", "map_for", "set_normal_thresholds",
+    "fit_scorers", "fold_indices", "held_out_scores", "score_coarse", "coarse_statistics", "calibrate_map", "map_for",
+    "set_normal_thresholds",
     "load_detector",
     "find_detector", "DETECTOR_FORMAT", "SIGMA_SIDE", "scaled_sigma",
 ]
@@ -167,6 +168,13 @@ def score_coarse(anomaly_map: AnomalyMap, coarse: CoarseScores, batch_size: int 
     return maps, torch.cat([map_statistics(maps), density[:, None].float()], dim=1)
 
 
+def coarse_statistics(anomaly_map: AnomalyMap, coarse: CoarseScores, batch_size: int = _BATCH) -> Tensor:
+    """(N, 3) float image statistics of ``coarse`` scores under ``anomaly_map`` (`score_coarse`'s),
+    ``batch_size`` images at a time: one batch's full-size maps are held, never the whole set's
+    (thousands of training images at 320 px make gigabytes of maps)."""
+    return torch.cat([score_coarse(anomaly_map, part)[1] for part in coarse.batches(batch_size)])
+
+
 class Detector(nn.Module):
     """Scores images: the pretext network, the patch scorer on its feature maps (None where the
     map comes from the head alone), the map source (`ssad.anomaly_map.AnomalyMap`), the image
@@ -268,7 +276,7 @@ class Detector(nn.Module):
 
     def statistics_of(self, coarse: CoarseScores) -> Tensor:
         """(N, 3) float statistics of ``coarse`` scores under this detector's map, in batches."""
-        return score_coarse(self.anomaly_map, coarse, _BATCH)[1]
+        return coarse_statistics(self.anomaly_map, coarse)
 
     def score_all(self, images: Tensor, batch_size: int = _BATCH) -> tuple[Tensor, Tensor]:
         """Image scores (N,) and maps (N, 1, S, S) of (N, C, S, S) images, in batches."""

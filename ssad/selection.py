@@ -52,6 +52,7 @@ from ssad.anomaly_map import MAP_SOURCES, AnomalyMap
 from ssad.detector import (
     CoarseScores,
     Detector,
+    coarse_statistics,
     embed,
     fit_scorers,
     fold_indices,
@@ -266,7 +267,7 @@ class SizeValidation:
         figures = []
         for source in sources:
             anomaly_map = self.anomaly_map(source)
-            normal = score_coarse(anomaly_map, self.normal, _BATCH)[1]
+            normal = coarse_statistics(anomaly_map, self.normal)
             original_maps = score_coarse(anomaly_map, self.normal[self.positions[rows]], _BATCH)[0]
             defective_maps, defective = score_coarse(anomaly_map, self.defective[rows], _BATCH)
             maps = torch.cat([original_maps, defective_maps])

@@ -1,4 +1,4 @@
-"""Peak memory of the post-training phase: pictures of millions of pixels, and the CPU allocator."""
+"""Peak memory of the post-training phase: statistics and pictures of millions of pixels, and the CPU allocator."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from ssad import cpu
+from ssad.anomaly_map import AnomalyMap
+from ssad.detector import CoarseScores, coarse_statistics, score_coarse
 from ssad.report import _thinned, roc_picture
 
 
@@ -38,6 +40,23 @@ def test_a_pixel_roc_of_millions_of_scores_draws_without_a_python_object_per_poi
     # was gigabytes.
     assert _resident_bytes() - before < 600e6
     assert Image.open(tmp_path / "roc.png").size == (480, 480)
+
+
+def test_image_statistics_of_many_images_draw_one_batch_of_full_size_maps_at_a_time():
+    generator = torch.Generator().manual_seed(0)
+    coarse = CoarseScores(torch.rand(100, 1, 10, 10, generator=generator), None,
+                          torch.rand(100, generator=generator), 160)
+    memory_map = AnomalyMap("memory", 4.0)
+    drawn = []
+
+    def spy(memory, head, size):
+        drawn.append(len(memory))
+        return memory_map(memory, head, size)
+
+    statistics = coarse_statistics(spy, coarse, batch_size=32)
+    # Thresholds on thousands of training images at 320 px: all their maps at once are gigabytes.
+    assert drawn == [32, 32, 32, 4]
+    assert torch.allclose(statistics, score_coarse(memory_map, coarse)[1], atol=1e-5)
 
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or ctypes.util.find_library("c") is None
