@@ -38,10 +38,13 @@ import math
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import torch
 from PIL import Image, ImageDraw
@@ -81,21 +84,50 @@ def augmented(train: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
 
 
 class PhasePeaks:
-    """Seconds and peak memory of named phases, one after the other (``with peaks.measure(name):``)."""
+    """Seconds and peak memory of named phases, one after the other (``with peaks.measure(name):``),
+    and, while ``with peaks:`` lasts, the resident memory sampled every ``every`` seconds on a
+    thread (``trace``: (seconds since the start, GB) pairs; ``phases[name]["started_s"]`` on the
+    same clock): where within a phase its peak comes."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, every: float = 0.5) -> None:
+        self.device, self.every = device, every
         self.phases: dict[str, dict[str, float]] = {}
+        self.trace: list[tuple[float, float]] = []
+        self._origin = time.perf_counter()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+        self._sample_once()  # the end too, however short the last phase
+
+    def _sample_once(self) -> None:
+        self.trace.append((round(self._now(), 2), round(_status_gb("VmRSS"), 3)))
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._sample_once()
+            self._stop.wait(self.every)
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._origin
 
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:
         start = _status_gb("VmRSS")
+        started = self._now()
         _reset_peak_resident()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         with Stopwatch(self.device) as watch:
             yield
-        record = {"seconds": watch.seconds, "resident_at_start_gb": start, "peak_resident_gb": _status_gb("VmHWM")}
+        record = {"seconds": watch.seconds, "started_s": started, "resident_at_start_gb": start,
+                  "peak_resident_gb": _status_gb("VmHWM")}
         if self.device.type == "cuda":
             record["peak_allocated_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         self.phases[name] = record
@@ -129,27 +161,28 @@ def one_point(data_root: Path, category: str, count: int, size: int, config: lis
     else:
         torch.manual_seed(0)
         model = create_model("scratch")[0].to(device)
-    peaks = PhasePeaks(device)
-    with peaks.measure("load"):
-        data: CategoryData = load_category(data_root, category, image_size=size, device=device, progress=False)
-        train = augmented(data.train, count)
-    with peaks.measure("fit"):
-        detector = fit_detector(model, train, score, data.moves)
-    with peaks.measure("score"):
-        scores, maps = detector.score_all(data.test, BATCH)
-    with peaks.measure("metrics"):
-        evaluation = measure(scores, maps, data.test_labels, data.test_masks, data.test_mask_known)
-    with peaks.measure("pictures"), tempfile.TemporaryDirectory() as folder:
-        known = data.test_mask_known
-        roc_picture({"image": (scores, data.test_labels), "pixel": (maps[known], data.test_masks[known])},
-                    Path(folder) / "roc.png")
-        names = [f"{i:04d}" for i in range(len(data.test))]
-        test_panels(data.test, data.test_masks, maps, names, Path(folder), (float(maps.min()), float(maps.max())))
+    with PhasePeaks(device) as peaks:
+        with peaks.measure("load"):
+            data: CategoryData = load_category(data_root, category, image_size=size, device=device, progress=False)
+            train = augmented(data.train, count)
+        with peaks.measure("fit"):
+            detector = fit_detector(model, train, score, data.moves)
+        with peaks.measure("score"):
+            scores, maps = detector.score_all(data.test, BATCH)
+        with peaks.measure("metrics"):
+            evaluation = measure(scores, maps, data.test_labels, data.test_masks, data.test_mask_known)
+        with peaks.measure("pictures"), tempfile.TemporaryDirectory() as folder:
+            known = data.test_mask_known
+            roc_picture({"image": (scores, data.test_labels), "pixel": (maps[known], data.test_masks[known])},
+                        Path(folder) / "roc.png")
+            names = [f"{i:04d}" for i in range(len(data.test))]
+            test_panels(data.test, data.test_masks, maps, names, Path(folder), (float(maps.min()), float(maps.max())))
     return {"images": count, "image_size": size, "category": category, "real_images": len(data.train),
             "memory": len(detector.patches.bank) if hasattr(detector.patches, "bank") else None,
             "patch_candidates": score.patch_candidates, "allocator": allocator, "phases": peaks.phases,
             "peak_resident_gb": max(p["peak_resident_gb"] for p in peaks.phases.values()),
-            "metrics_of_this_network": evaluation.metrics}
+            "metrics_of_this_network": evaluation.metrics,
+            "resident_trace": {"seconds": [t for t, _ in peaks.trace], "gb": [gb for _, gb in peaks.trace]}}
 
 
 def with_growth(points: list[dict], reference: int = 800) -> list[dict]:
@@ -175,8 +208,18 @@ def markdown_table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def picture(points: list[dict], path: Path, width: int = 720, height: int = 300) -> None:
-    """Two panels, fit + score seconds and peak resident memory against N (log axis), a line per size."""
+def _frame(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, top_value: float) -> None:
+    """A panel's box, its title above it and its value axis's two ends (0 and ``top_value``)."""
+    left, top, _, bottom = box
+    draw.rectangle(box, outline="black")
+    draw.text((left, top - 22), title, fill="black")
+    draw.text((left - 40, top - 6), f"{top_value:.1f}", fill="black")
+    draw.text((left - 12, bottom - 6), "0", fill="black")
+
+
+def picture(points: list[dict], path: Path, width: int = 720, height: int = 600) -> None:
+    """Top: fit + score seconds and peak resident memory against N (log axis), a line per size.
+    Bottom: the resident memory over time at each size's largest N, each phase's start marked."""
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -184,14 +227,12 @@ def picture(points: list[dict], path: Path, width: int = 720, height: int = 300)
     counts = sorted({p["images"] for p in points})
     panels = [("seconds (fit + score)", lambda p: p["phases"]["fit"]["seconds"] + p["phases"]["score"]["seconds"]),
               ("peak resident GB", lambda p: p["peak_resident_gb"])]
-    panel_width, margin = width // 2, 48
+    row_height, margin = height // 2, 48
+    panel_width = width // 2
     for i, (title, value) in enumerate(panels):
-        left, top, right, bottom = i * panel_width + margin, 30, (i + 1) * panel_width - 12, height - 40
+        left, top, right, bottom = i * panel_width + margin, 30, (i + 1) * panel_width - 12, row_height - 40
         top_value = max(value(p) for p in points) * 1.1 or 1.0
-        draw.rectangle([left, top, right, bottom], outline="black")
-        draw.text((left, 8), title, fill="black")
-        draw.text((left - 40, top - 6), f"{top_value:.1f}", fill="black")
-        draw.text((left - 12, bottom - 6), "0", fill="black")
+        _frame(draw, (left, top, right, bottom), title, top_value)
         low, high = math.log(counts[0]), math.log(counts[-1]) if counts[-1] > counts[0] else math.log(counts[0]) + 1
 
         def x_of(n: int) -> float:
@@ -208,6 +249,23 @@ def picture(points: list[dict], path: Path, width: int = 720, height: int = 300)
             for x, y in xy:
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
             draw.text((right - 60, top + 6 + 14 * j), f"{size} px", fill=colour)
+    largest = [max((p for p in points if p["image_size"] == size), key=lambda p: p["images"]) for size in sizes]
+    top_value = max(max(p["resident_trace"]["gb"], default=0.0) for p in largest) * 1.1 or 1.0
+    trace_width = width // len(largest)
+    for j, point in enumerate(largest):
+        left, top, right, bottom = j * trace_width + margin, row_height + 30, (j + 1) * trace_width - 12, height - 40
+        _frame(draw, (left, top, right, bottom), f"resident GB over time, N={point['images']} at "
+               f"{point['image_size']} px", top_value)
+        seconds, gb = point["resident_trace"]["seconds"], point["resident_trace"]["gb"]
+        span = max(seconds[-1] if seconds else 0.0, 1e-9)
+        for k, (name, phase) in enumerate(point["phases"].items()):
+            x = left + phase["started_s"] / span * (right - left)
+            draw.line([(x, top), (x, bottom)], fill=(190, 190, 190))
+            draw.text((x + 2, bottom + 6 + 12 * (k % 2)), name, fill="black")  # alternate rows: short phases
+        xy = [(left + t / span * (right - left), bottom - v / top_value * (bottom - top)) for t, v in zip(seconds, gb)]
+        if len(xy) > 1:
+            draw.line(xy, fill=colours[j % len(colours)], width=2)
+        draw.text((right - 70, bottom - 18), f"{span:.0f} s", fill="black")
     save_png(canvas, path)
 
 

@@ -49,4 +49,8 @@ def test_bench_measures_every_phase_of_a_point_in_its_own_process(demo_root, tmp
         for phase in point["phases"].values():
             assert phase["seconds"] > 0 and phase["peak_resident_gb"] >= phase["resident_at_start_gb"] > 0
         assert 0 < point["metrics_of_this_network"]["image_auroc"] <= 1
+        # The memory over time covers every phase, and the phases start in order on its clock.
+        trace, starts = point["resident_trace"], [point["phases"][name]["started_s"] for name in PHASES]
+        assert len(trace["seconds"]) == len(trace["gb"]) >= 2 and min(trace["gb"]) > 0
+        assert starts == sorted(starts) and trace["seconds"][0] <= starts[0] and trace["seconds"][-1] >= starts[-1]
     assert out.with_suffix(".png").is_file()
