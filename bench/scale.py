@@ -258,10 +258,15 @@ def picture(points: list[dict], path: Path, width: int = 720, height: int = 600)
                f"{point['image_size']} px", top_value)
         seconds, gb = point["resident_trace"]["seconds"], point["resident_trace"]["gb"]
         span = max(seconds[-1] if seconds else 0.0, 1e-9)
-        for k, (name, phase) in enumerate(point["phases"].items()):
-            x = left + phase["started_s"] / span * (right - left)
+        starts = [phase["started_s"] for phase in point["phases"].values()]
+        labelled = -math.inf
+        for name, start, end in zip(point["phases"], starts, [*starts[1:], span]):
+            x = left + start / span * (right - left)
             draw.line([(x, top), (x, bottom)], fill=(190, 190, 190))
-            draw.text((x + 2, bottom + 6 + 12 * (k % 2)), name, fill="black")  # alternate rows: short phases
+            middle = left + (start + end) / 2 / span * (right - left) - 3 * len(name)
+            if middle - labelled >= 48:  # phases of a few seconds in a long run: their lines, one label
+                draw.text((middle, bottom + 6), name, fill="black")
+                labelled = middle
         xy = [(left + t / span * (right - left), bottom - v / top_value * (bottom - top)) for t, v in zip(seconds, gb)]
         if len(xy) > 1:
             draw.line(xy, fill=colours[j % len(colours)], width=2)
