@@ -1,4 +1,5 @@
-"""Run by test_fit_sharded under torchrun: each rank fits detectors (one per memory size given) on its share of the images."""
+"""Run by test_fit_sharded under torchrun: each rank fits detectors (one per memory size given) on its
+share of the images."""
 
 import sys
 from pathlib import Path

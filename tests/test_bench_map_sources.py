@@ -19,12 +19,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "map_sources.py"
 
 def test_bench_measures_every_source_and_defect_type_of_a_run_with_a_head(head_demo_run, tmp_path):
     run, data_root = head_demo_run
-    cache = data_root.parent
     chosen = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "sources.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--data-root", str(cache / "demo"),
+    subprocess.run([sys.executable, str(SCRIPT), "--run", str(run), "--data-root", str(data_root),
                     "--out", str(out)],
-                   check=True, capture_output=True, timeout=600, env={**os.environ, "SSAD_CACHE_DIR": str(cache)})
+                   check=True, capture_output=True, timeout=600,
+                   env={**os.environ, "SSAD_CACHE_DIR": str(data_root.parent)})
     result = json.loads(out.read_text())["runs"][0]
     assert result["segmentation"] and result["image_size"] == 64
     assert result["validation_choice"]["map_source"] == chosen["validation"]["map_source"]
